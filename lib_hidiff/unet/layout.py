@@ -1,0 +1,181 @@
+"""Find where HiDiffusion goes in an ldm / sgm UNet by walking its modules.
+
+Nothing here trusts flags such as ``is_sdxl`` (the WebUI sets it for the SDXL refiner too): the
+family is read from the structure -- how many resolution levels the input path has (one more than
+its Downsample count) and which levels carry SpatialTransformers. Modules are recognised by class
+name so that ldm, sgm and look-alike test doubles are all handled the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+__all__ = ["FAMILY_MAPS", "UNetLayout", "UnsupportedUNet", "inspect_unet"]
+
+
+class UnsupportedUNet(Exception):
+    """The UNet's layout is not one HiDiffusion's rules apply to (one-line reason)."""
+
+
+@dataclass(frozen=True)
+class FamilyMap:
+    """Where the parts go, by resolution level (data, not branches)."""
+
+    native: int  # native latent side
+    rad_level: int  # the Downsample that leaves this level becomes RAD; its mirror Upsample is RAU
+    ca_level: int  # CA pool after the first block of this level, unpool before its last skip concat
+    msw_level: int  # MSW-MSA on every self-attention of this level
+
+
+FAMILY_MAPS: dict[str, FamilyMap] = {
+    # SD 1.x / 2.x: RAD at input 3 / RAU at output 8, CA at input 4 / output 7, MSW-MSA at the top level.
+    "sd1": FamilyMap(native=64, rad_level=0, ca_level=1, msw_level=0),
+    "sd2": FamilyMap(native=64, rad_level=0, ca_level=1, msw_level=0),
+    # SDXL: RAD at input 6 / RAU at output 2, CA at input 4 / output 4, MSW-MSA at level 1.
+    "sdxl": FamilyMap(native=128, rad_level=1, ca_level=1, msw_level=1),
+}
+
+
+@dataclass(frozen=True)
+class UNetLayout:
+    """Where HiDiffusion acts in one UNet. Indices refer to ``input_blocks`` / ``output_blocks``."""
+
+    family: str  # "sd1", "sd2" or "sdxl"
+    native: tuple[int, int]  # native latent size (h, w); the resolution gate compares areas with it
+    n_blocks: int  # len(input_blocks) == len(output_blocks)
+    rad_input: int  # input block holding the RAD Downsample
+    rau_output: int  # output block holding the mirrored (RAU) Upsample
+    ca_input: int  # CA pool after this input block (before its skip is pushed)
+    ca_output: int  # CA unpool after this output block
+    upsamples: tuple[tuple[int, int], ...]  # (output block, skip input block whose size it targets)
+    msw_blocks: tuple[tuple[str, int], ...]  # ("input" | "output", block index) with windowed attn1
+    n_attn1: int  # number of self-attention modules MSW-MSA wraps
+
+    def with_native(self, side_or_hw: int | tuple[int, int]) -> UNetLayout:
+        """A copy with another native size (e.g. 96 for SD 2.x 768-v models)."""
+        hw = (side_or_hw, side_or_hw) if isinstance(side_or_hw, int) else tuple(side_or_hw)
+        return dataclasses.replace(self, native=hw)
+
+
+def _has_child(block: nn.Module, cls_name: str) -> bool:
+    return any(type(m).__name__ == cls_name for m in block.children())
+
+
+def _child(block: nn.Module, cls_name: str) -> nn.Module | None:
+    return next((m for m in block.children() if type(m).__name__ == cls_name), None)
+
+
+def self_attentions(block: nn.Module) -> list[nn.Module]:
+    """The attn1 modules of the transformer blocks inside a UNet block's SpatialTransformer."""
+    st = _child(block, "SpatialTransformer")
+    if st is None:
+        return []
+    return [tb.attn1 for tb in getattr(st, "transformer_blocks", []) if hasattr(tb, "attn1")]
+
+
+def _levels(blocks: nn.ModuleList, marker: str, start: int, step: int) -> list[int]:
+    """Resolution level of each block; the level changes after each block holding ``marker``."""
+    levels, level = [], start
+    for block in blocks:
+        levels.append(level)
+        if _has_child(block, marker):
+            level += step
+    return levels
+
+
+def _family(unet: nn.Module, n_levels: int, attn_levels: set[int]) -> str:
+    if n_levels == 4 and attn_levels == {0, 1, 2}:
+        st = _child(unet.input_blocks[1], "SpatialTransformer")
+        return "sd2" if isinstance(getattr(st, "proj_in", None), nn.Linear) else "sd1"
+    if n_levels == 3 and attn_levels == {1, 2}:
+        return "sdxl"
+    if n_levels == 4 and attn_levels == {1, 2}:
+        raise UnsupportedUNet(
+            "SDXL refiner layout (no attention at the top level): HiDiffusion has no rules for it"
+        )
+    raise UnsupportedUNet(
+        f"unknown UNet layout ({n_levels} resolution levels, attention at levels {sorted(attn_levels)}): "
+        "HiDiffusion supports SD 1.x/2.x and SDXL-style UNets"
+    )
+
+
+def inspect_unet(unet: nn.Module) -> UNetLayout:
+    """Read the HiDiffusion targets from an ldm/sgm ``UNetModel``; raise UnsupportedUNet if they don't exist."""
+    for name in ("input_blocks", "middle_block", "output_blocks"):
+        if not hasattr(unet, name):
+            raise UnsupportedUNet(
+                f"not an ldm/sgm UNet (no {name}); HiDiffusion needs SD 1.x/2.x or SDXL UNets"
+            )
+    inputs, outputs = unet.input_blocks, unet.output_blocks
+    n = len(inputs)
+    if len(outputs) != n or n < 4:
+        raise UnsupportedUNet(
+            f"UNet with {n} input and {len(outputs)} output blocks is not a supported layout"
+        )
+
+    in_levels = _levels(inputs, "Downsample", 0, 1)
+    # A Downsample block belongs to the level it leaves; the first block is the input conv.
+    n_levels = in_levels[-1] + 1
+    out_levels = _levels(outputs, "Upsample", n_levels - 1, -1)
+    attn_levels = {lvl for blk, lvl in zip(inputs, in_levels) if _has_child(blk, "SpatialTransformer")}
+    family = _family(unet, n_levels, attn_levels)
+    fmap = FAMILY_MAPS[family]
+
+    downs = [i for i, blk in enumerate(inputs) if _has_child(blk, "Downsample")]
+    ups = [j for j, blk in enumerate(outputs) if _has_child(blk, "Upsample")]
+    if len(downs) != n_levels - 1 or len(ups) != n_levels - 1:
+        raise UnsupportedUNet("UNet's Downsample/Upsample blocks do not mirror each other")
+    per_level = [
+        sum(1 for i, lvl in enumerate(in_levels) if lvl == k and i not in downs and i > 0)
+        for k in range(n_levels)
+    ]
+    if len(set(per_level)) != 1:
+        raise UnsupportedUNet(f"UNet with uneven blocks per level {per_level} is not a supported layout")
+
+    rad_input = downs[fmap.rad_level]
+    rau_output = n - 1 - rad_input
+    if rau_output not in ups:
+        raise UnsupportedUNet(
+            f"output block {rau_output} mirroring the Downsample at input {rad_input} has no Upsample"
+        )
+    for idx in (rad_input,):
+        down = _child(inputs[idx], "Downsample")
+        op = getattr(down, "op", None)
+        if not isinstance(op, nn.Conv2d) or getattr(down, "dims", 2) != 2:
+            raise UnsupportedUNet(
+                "Downsample without a 2D conv (avg-pool or 1D/3D variant): RAU-Net needs the conv"
+            )
+    ca_input = 1 + fmap.ca_level * (per_level[0] + 1)
+    if in_levels[ca_input] != fmap.ca_level or ca_input in downs:
+        raise UnsupportedUNet("UNet's blocks per level do not match HiDiffusion's CA placement")
+
+    # The Upsample in output block j produces the tensor concatenated with input block n-2-j's output.
+    upsamples = tuple((j, n - 2 - j) for j in ups)
+    msw = tuple(
+        [
+            ("input", i)
+            for i, lvl in enumerate(in_levels)
+            if lvl == fmap.msw_level and self_attentions(inputs[i])
+        ]
+        + [
+            ("output", j)
+            for j, lvl in enumerate(out_levels)
+            if lvl == fmap.msw_level and self_attentions(outputs[j])
+        ]
+    )
+    n_attn1 = sum(len(self_attentions((inputs if side == "input" else outputs)[i])) for side, i in msw)
+    return UNetLayout(
+        family=family,
+        native=(fmap.native, fmap.native),
+        n_blocks=n,
+        rad_input=rad_input,
+        rau_output=rau_output,
+        ca_input=ca_input,
+        ca_output=n - 1 - ca_input,
+        upsamples=upsamples,
+        msw_blocks=msw,
+        n_attn1=n_attn1,
+    )

@@ -1,0 +1,437 @@
+"""Install, gate and remove HiDiffusion on one UNet.
+
+Everything sits on small modules: forward hooks on a few blocks, instance ``forward`` overrides on
+the RAD Downsample and the Upsamples, pre/post hooks around ``attn1``. ``UNetModel.forward`` is never
+touched, so a ControlNet-style loop that calls the blocks directly is patched all the same.
+
+One gate rules all patches: ``Installation.session`` (None = off). Each UNet call starts at
+``input_blocks[0]``, where the session turns the clock, the latent size and the settings into a
+:class:`CallPlan`; every other patch only reads that plan. With no session, each patch returns at
+its first line.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .layout import UNetLayout, inspect_unet, self_attentions
+from .mswmsa import Windowing, plan_windows, shift_for, window_partition, window_reverse
+from .presets import HiDiffusionSettings, SettingsError, row_for
+from .raunet import ca_pool, rad_downsample, resize, upsample_to
+
+__all__ = [
+    "CallPlan",
+    "Clock",
+    "Installation",
+    "apply_hidiffusion",
+    "install",
+    "installed",
+    "uninstall",
+    "uninstall_all",
+]
+
+log = logging.getLogger("hidiffusion")
+
+# What ``progress()`` returns: a fraction of the sampling schedule in [0, 1], or (step, total) --
+# the exact form, which gives the official integer rule int(total*ratio).
+Clock = float | tuple[int, int]
+
+_REGISTRY: weakref.WeakKeyDictionary[nn.Module, Installation] = weakref.WeakKeyDictionary()
+_MISSING = object()
+
+
+def in_window(clock: Clock, window: tuple[float, float]) -> bool:
+    """Is this step inside [start, end)? Official rule for (step, total): int(N*start) <= i < int(N*end)."""
+    start, end = window
+    if start <= 0.0 and end >= 1.0:  # the whole schedule, the last step included
+        return True
+    if isinstance(clock, tuple):
+        step, total = clock
+        return int(total * start) <= step < int(total * end)
+    return start <= clock < end
+
+
+def _read_clock(progress: Callable[[], Any]) -> Clock:
+    value = progress()
+    if isinstance(value, (tuple, list)):
+        step, total = int(value[0]), int(value[1])
+        return (step, max(total, 1))
+    return min(max(float(value), 0.0), 1.0)
+
+
+def _step_key(clock: Clock) -> int:
+    return clock[0] if isinstance(clock, tuple) else int(round(clock * 1_000_000))
+
+
+@dataclass
+class CallPlan:
+    """What HiDiffusion does during one UNet call (built at input_blocks[0])."""
+
+    latent_hw: tuple[int, int]
+    rad_on: bool
+    ca_on: bool
+    msw_on: bool
+    step_key: int
+    skip_hw: dict[int, tuple[int, int]] = field(default_factory=dict)
+    ca_size: tuple[int, int] | None = None
+    st_hw: tuple[int, int] | None = None
+    windows: list[tuple[nn.Module, Windowing | None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Session:
+    """One generation's activation: settings, clock and seed."""
+
+    settings: HiDiffusionSettings
+    progress: Callable[[], Any]
+    seed: int
+
+    def plan(self, layout: UNetLayout, latent_hw: tuple[int, int], timestep: float | None) -> CallPlan:
+        s = self.settings
+        clock = _read_clock(self.progress)
+        if s.time_mode == "sigma":
+            if timestep is None:
+                _warn_once(
+                    "HiDiffusion: time mode 'sigma' needs the UNet's timestep; using the step fraction"
+                )
+                where: Clock = clock if not isinstance(clock, tuple) else clock[0] / clock[1]
+            else:
+                where = min(max(1.0 - timestep / 999.0, 0.0), 1.0)
+        else:
+            where = clock
+        row = row_for(s.preset, layout.family, latent_hw)
+        windows = s.windows(row)
+        return CallPlan(
+            latent_hw=latent_hw,
+            rad_on=s.raunet and in_window(where, windows["rad"]),
+            ca_on=s.raunet and in_window(where, windows["ca"]),
+            msw_on=s.mswmsa and in_window(where, (s.msw_start, s.msw_end)),
+            step_key=_step_key(clock),
+        )
+
+    def shift(self, step_key: int, block: int) -> int:
+        k = self.settings.msw_shift
+        return shift_for(self.seed, step_key, block) if k is None else k
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(msg: str) -> None:
+    if msg not in _warned:
+        _warned.add(msg)
+        log.warning(msg)
+
+
+class Installation:
+    """The patches on one UNet. Create with :func:`install`; inert until :meth:`activate`."""
+
+    def __init__(self, unet: nn.Module, layout: UNetLayout):
+        self._unet = weakref.ref(unet)
+        self.layout = layout
+        self.session: Session | None = None
+        self.call: CallPlan | None = None
+        self._timestep: float | None = None
+        self._handles: list[Any] = []
+        self._overrides: list[tuple[nn.Module, Any, Callable]] = []
+        try:
+            self._install(unet)
+        except BaseException:
+            self.remove()
+            raise
+
+    # -- activation ---------------------------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        return self.session is not None
+
+    def activate(
+        self, settings: HiDiffusionSettings, progress: Callable[[], Any] | None = None, seed: int = 0
+    ) -> Session:
+        """Validate, then open the gate for one generation. Raises before changing anything."""
+        if not isinstance(settings, HiDiffusionSettings):
+            raise SettingsError(
+                f"HiDiffusion settings must be a HiDiffusionSettings, got {type(settings).__name__}"
+            )
+        if progress is not None and not callable(progress):
+            raise SettingsError(
+                "HiDiffusion 'progress' must be a callable returning a fraction in [0, 1] or (step, total)"
+            )
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise SettingsError(f"HiDiffusion 'seed' must be an integer, got {seed!r}")
+        if settings.preset != "auto":
+            row_for(
+                settings.preset, self.layout.family, self.layout.native
+            )  # wrong-family preset -> SettingsError
+        self.session = Session(settings, progress if progress is not None else (lambda: 0.0), seed)
+        self.call = None
+        return self.session
+
+    def deactivate(self) -> None:
+        self.session = None
+        self.call = None
+        self._timestep = None
+
+    # -- installation -------------------------------------------------------------------------
+    def _hook(self, handle: Any) -> None:
+        self._handles.append(handle)
+
+    def _override_forward(self, module: nn.Module, patched: Callable[..., Any]) -> None:
+        prev = module.__dict__.get("forward", _MISSING)
+        stale = getattr(prev, "_hidiff_installation", None)
+        if stale is not None:  # left by a library instance that was reloaded: take it off first
+            stale.remove()
+            prev = module.__dict__.get("forward", _MISSING)
+
+        def original(*args: Any, **kwargs: Any) -> Any:
+            if prev is not _MISSING:
+                return prev(*args, **kwargs)
+            return type(module).forward(module, *args, **kwargs)  # the class kernel current at call time
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            return patched(original, *args, **kwargs)
+
+        forward._hidiff_installation = self  # type: ignore[attr-defined]
+        module.forward = forward
+        self._overrides.append((module, prev, forward))
+
+    def _install(self, unet: nn.Module) -> None:
+        lay = self.layout
+        inputs, outputs = unet.input_blocks, unet.output_blocks
+        self._hook(unet.register_forward_pre_hook(self._unet_pre, with_kwargs=True))
+        self._hook(unet.register_forward_hook(self._unet_post))
+        self._hook(inputs[0].register_forward_pre_hook(self._begin))
+        for idx in sorted({lay.ca_input, *(skip for _, skip in lay.upsamples)}):
+            self._hook(inputs[idx].register_forward_hook(self._make_after_input(idx)))
+        self._hook(outputs[lay.ca_output].register_forward_hook(self._after_ca_output))
+
+        down = next(m for m in inputs[lay.rad_input].children() if type(m).__name__ == "Downsample")
+        self._rad_op = down.op
+        self._override_forward(down, self._downsample)
+        for j, skip in lay.upsamples:
+            up = next(m for m in outputs[j].children() if type(m).__name__ == "Upsample")
+            self._override_forward(up, self._make_upsample(j, skip, up))
+
+        block_id = 0
+        for side, idx in lay.msw_blocks:
+            block = (inputs if side == "input" else outputs)[idx]
+            st = next(m for m in block.children() if type(m).__name__ == "SpatialTransformer")
+            self._hook(st.register_forward_pre_hook(self._st_pre))
+            for attn in self_attentions(block):
+                self._hook(attn.register_forward_pre_hook(self._make_attn_pre(block_id), with_kwargs=True))
+                self._hook(attn.register_forward_hook(self._attn_post))
+                block_id += 1
+
+    def remove(self) -> None:
+        """Take every patch off; afterwards the UNet holds no trace of this installation."""
+        self.deactivate()
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for module, prev, ours in reversed(self._overrides):
+            if module.__dict__.get("forward") is ours:
+                if prev is _MISSING:
+                    del module.forward
+                else:
+                    module.forward = prev
+        self._overrides.clear()
+        unet = self._unet()
+        if unet is not None and _REGISTRY.get(unet) is self:
+            del _REGISTRY[unet]
+
+    # -- the patches ----------------------------------------------------------------------------
+    def _unet_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if self.session is None:
+            return None
+        t = kwargs.get("timesteps", args[1] if len(args) > 1 else None)
+        self._timestep = (
+            float(t.max()) if torch.is_tensor(t) and t.numel() else (float(t) if t is not None else None)
+        )
+        return None
+
+    def _unet_post(self, module: nn.Module, args: tuple, output: Any) -> None:
+        self._timestep = None
+        self.call = None
+        return None
+
+    def _begin(self, module: nn.Module, args: tuple) -> None:
+        self.call = None
+        session = self.session
+        if session is None or not args:
+            return None
+        hw = (int(args[0].shape[-2]), int(args[0].shape[-1]))
+        native = self.layout.native
+        if session.settings.gate and hw[0] * hw[1] <= native[0] * native[1]:
+            return None
+        self.call = session.plan(self.layout, hw, self._timestep)
+        return None
+
+    def _make_after_input(self, idx: int) -> Callable:
+        def after_input(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor | None:
+            call = self.call
+            if call is None:
+                return None
+            if idx == self.layout.ca_input and call.ca_on:
+                call.ca_size = (int(out.shape[-2]), int(out.shape[-1]))
+                out = ca_pool(out)
+            call.skip_hw[idx] = (int(out.shape[-2]), int(out.shape[-1]))
+            return out
+
+        return after_input
+
+    def _after_ca_output(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor | None:
+        call = self.call
+        if call is None or not call.ca_on or call.ca_size is None:
+            return None
+        return resize(out, call.ca_size, self.session.settings.ca_upscale)
+
+    def _downsample(self, original: Callable, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        call = self.call
+        if call is None or not call.rad_on:
+            return original(x, *args, **kwargs)
+        return rad_downsample(self._rad_op, x)
+
+    def _make_upsample(self, j: int, skip: int, up: nn.Module) -> Callable:
+        is_rau = j == self.layout.rau_output
+
+        def upsample(original: Callable, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            call = self.call
+            size = call.skip_hw.get(skip) if call is not None else None
+            if size is None:
+                return original(x, *args, **kwargs)
+            mode = self.session.settings.rau_upscale if (is_rau and call.rad_on) else "nearest"
+            return upsample_to(up, x, size, mode)
+
+        return upsample
+
+    def _st_pre(self, module: nn.Module, args: tuple) -> None:
+        call = self.call
+        if call is not None and args:
+            call.st_hw = (int(args[0].shape[-2]), int(args[0].shape[-1]))
+        return None
+
+    def _make_attn_pre(self, block_id: int) -> Callable:
+        def attn_pre(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+            call = self.call
+            if call is None:
+                return None
+            win = self._windowing(call, block_id, args, kwargs)
+            call.windows.append((module, win))
+            if win is None:
+                return None
+            x = args[0]
+            xw = window_partition(x, win)
+            new_args = (xw, *args[1:])
+            if len(args) > 1 and args[1] is x:  # self-attention written as context=x
+                new_args = (xw, xw, *args[2:])
+            if kwargs.get("context") is x:
+                kwargs = {**kwargs, "context": xw}
+            return new_args, kwargs
+
+        return attn_pre
+
+    def _windowing(self, call: CallPlan, block_id: int, args: tuple, kwargs: dict) -> Windowing | None:
+        if not call.msw_on or not args or call.st_hw is None:
+            return None
+        x = args[0]
+        context = kwargs["context"] if "context" in kwargs else (args[1] if len(args) > 1 else None)
+        if (
+            context is not None and context is not x
+        ):  # real cross-attention (disable_self_attn, reference banks)
+            return None
+        if kwargs.get("mask") is not None or kwargs.get("additional_tokens") is not None:
+            return None
+        if kwargs.get("n_times_crossframe_attn_in_self", 0):
+            return None
+        h, w = call.st_hw
+        if x.dim() != 3 or x.shape[1] != h * w:  # token merging or another reshaping patch got here first
+            return None
+        return plan_windows(h, w, self.session.shift(call.step_key, block_id))
+
+    def _attn_post(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor | None:
+        call = self.call
+        if call is None or not call.windows or call.windows[-1][0] is not module:
+            return None
+        _, win = call.windows.pop()
+        return None if win is None else window_reverse(out, win)
+
+
+def installed(unet: nn.Module) -> Installation | None:
+    """The installation on this UNet, if any."""
+    return _REGISTRY.get(unet)
+
+
+def install(unet: nn.Module, layout: UNetLayout | None = None) -> Installation:
+    """Install HiDiffusion's (gated, inert) patches on a UNet; idempotent. Raises UnsupportedUNet."""
+    layout = layout if layout is not None else inspect_unet(unet)
+    inst = _REGISTRY.get(unet)
+    if inst is not None:
+        if inst.layout == layout:
+            return inst
+        same_blocks = {**vars(inst.layout), "native": None} == {**vars(layout), "native": None}
+        if same_blocks:
+            inst.layout = layout
+            return inst
+        inst.remove()
+    inst = Installation(unet, layout)
+    _REGISTRY[unet] = inst
+    return inst
+
+
+def uninstall(unet: nn.Module) -> bool:
+    """Remove HiDiffusion from a UNet; True if it was installed."""
+    inst = _REGISTRY.get(unet)
+    if inst is None:
+        return False
+    inst.remove()
+    return True
+
+
+def uninstall_all() -> int:
+    """Remove HiDiffusion from every UNet it is installed on (e.g. when the WebUI unloads scripts)."""
+    insts = list(_REGISTRY.values())
+    for inst in insts:
+        inst.remove()
+    return len(insts)
+
+
+@contextmanager
+def apply_hidiffusion(
+    unet: nn.Module,
+    settings: HiDiffusionSettings | None = None,
+    *,
+    progress: Callable[[], Any] | None = None,
+    seed: int = 0,
+    layout: UNetLayout | None = None,
+) -> Iterator[Installation]:
+    """Run HiDiffusion on ``unet`` inside the ``with`` block; the UNet is left exactly as found.
+
+    ``progress()`` returns the fraction of the sampling schedule done (or ``(step, total)``);
+    ``seed`` seeds the MSW-MSA window shifts. Raises UnsupportedUNet / SettingsError before
+    anything is patched.
+    """
+    settings = settings if settings is not None else HiDiffusionSettings()
+    was = installed(unet)
+    previous = was.session if was is not None else None
+    inst = install(unet, layout)
+    try:
+        inst.activate(settings, progress, seed)
+    except BaseException:
+        if was is None:
+            inst.remove()
+        raise
+    try:
+        yield inst
+    finally:
+        if was is None:
+            inst.remove()
+        else:
+            inst.session, inst.call = previous, None

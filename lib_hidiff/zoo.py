@@ -105,7 +105,9 @@ def _level_of_blocks(unet: nn.Module) -> Iterator[tuple[nn.Module, int]]:
     """(block, level) for every block holding a SpatialTransformer, middle block included."""
     from .unet.layout import _levels
 
-    n_levels = 1 + sum(1 for b in unet.input_blocks if any(type(m).__name__ == "Downsample" for m in b.children()))
+    n_levels = 1 + sum(
+        1 for b in unet.input_blocks if any(type(m).__name__ == "Downsample" for m in b.children())
+    )
     for blocks, start, step, marker in (
         (unet.input_blocks, 0, 1, "Downsample"),
         (unet.output_blocks, n_levels - 1, -1, "Upsample"),
@@ -137,7 +139,9 @@ def randomize_(unet: nn.Module, seed: int = 0, attn_std: float | None = None) ->
         if p.dim() >= 2:
             fan_in = p[0].numel()
             std = 1.0 / math.sqrt(fan_in)
-            if attn_std is not None and any(k in name for k in ("to_q", "to_k", "to_v", "to_out", "proj_out")):
+            if attn_std is not None and any(
+                k in name for k in ("to_q", "to_k", "to_v", "to_out", "proj_out")
+            ):
                 std = attn_std
             p.copy_(torch.randn(p.shape, generator=gen) * std)
         elif name.endswith("bias"):
@@ -195,15 +199,21 @@ def _diffusers_config(unet: nn.Module, family: str) -> dict:
         "in_channels": 4,
         "out_channels": 4,
         "down_block_types": tuple("CrossAttnDownBlock2D" if st is not None else "DownBlock2D" for st in sts),
-        "up_block_types": tuple("CrossAttnUpBlock2D" if st is not None else "UpBlock2D" for st in reversed(sts)),
+        "up_block_types": tuple(
+            "CrossAttnUpBlock2D" if st is not None else "UpBlock2D" for st in reversed(sts)
+        ),
         "block_out_channels": tuple(unet.model_channels * m for m in spec.channel_mult),
         "layers_per_block": 2,
         "cross_attention_dim": first.transformer_blocks[0].attn2.to_k.in_features,
         # diffusers' legacy name: ``attention_head_dim`` holds the number of heads.
         # diffusers' mid block takes the last level's count; SD 1.x/2.x have no input attention there.
-        "attention_head_dim": tuple(a.heads if a is not None else mid.transformer_blocks[0].attn1.heads for a in attn1),
+        "attention_head_dim": tuple(
+            a.heads if a is not None else mid.transformer_blocks[0].attn1.heads for a in attn1
+        ),
         "use_linear_projection": spec.linear,
-        "transformer_layers_per_block": tuple(len(st.transformer_blocks) if st is not None else 1 for st in sts),
+        "transformer_layers_per_block": tuple(
+            len(st.transformer_blocks) if st is not None else 1 for st in sts
+        ),
         "norm_num_groups": 32,
     }
 
@@ -219,7 +229,9 @@ def diffusers_twin(unet: nn.Module, family: str) -> nn.Module:
     converted = convert_ldm_unet_checkpoint(sd, dict(twin.config))
     missing, unexpected = twin.load_state_dict(converted, strict=False)
     if missing or unexpected:
-        raise RuntimeError(f"ldm -> diffusers conversion mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise RuntimeError(
+            f"ldm -> diffusers conversion mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     return twin.eval()
 
 
@@ -242,7 +254,9 @@ class DiffusionPipeline:
 class OfficialHiDiffusion:
     """The official ``hidiffusion`` package applied to a diffusers UNet, driven step by step."""
 
-    def __init__(self, twin: nn.Module, model: str, steps: int, raunet: bool = True, window_attn: bool = True):
+    def __init__(
+        self, twin: nn.Module, model: str, steps: int, raunet: bool = True, window_attn: bool = True
+    ):
         from hidiffusion import apply_hidiffusion
 
         self.unet = twin
@@ -257,7 +271,9 @@ class OfficialHiDiffusion:
 
         remove_hidiffusion(self.pipe)
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, step: int, shift_k: int = 0) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, step: int, shift_k: int = 0
+    ) -> torch.Tensor:
         """Output of the official UNet at step ``step`` with every window shift drawn as ``shift_k``."""
         for m in self.unet.modules():
             if hasattr(m, "max_timestep") and isinstance(getattr(m, "timestep", None), int):

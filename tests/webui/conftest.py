@@ -1,0 +1,47 @@
+"""Fixtures for the WebUI glue tests: a fake WebUI (tests/webui/fake_webui) and tiny real models.
+
+The fake ``modules`` and ``gradio`` packages are put first on sys.path for this directory's tests;
+the extension's real script files are loaded through the fake ``scripts.load_scripts``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+for path in (REPO, os.path.join(HERE, "fake_webui")):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+from .webui_env import WebUI, sdpa_attention  # noqa: E402
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _sdpa():
+    """ldm's own attention materialises N x N; run it through SDPA as the WebUI does."""
+    with sdpa_attention():
+        yield
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _one_thread():
+    """These models are tiny: one thread is as fast, and far faster on a busy shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def webui():
+    env = WebUI()
+    env.start()
+    try:
+        yield env
+    finally:
+        env.stop()

@@ -1,0 +1,13 @@
+"""modules.sd_samplers_timesteps: only the entries (1.10 ships "DDIM CFG++" among them)."""
+
+from modules import sd_samplers_common
+
+
+def _not_in_these_tests(model):
+    raise NotImplementedError("timestep samplers are not faked")
+
+
+samplers_data_timesteps = [
+    sd_samplers_common.SamplerData("DDIM", _not_in_these_tests, ["ddim"], {}),
+    sd_samplers_common.SamplerData("DDIM CFG++", _not_in_these_tests, ["ddim_cfgpp"], {}),
+]

@@ -126,6 +126,10 @@ def _classes() -> tuple[type, type]:
 
         def __init__(self, funcname: Any, sd_model: Any, options: dict | None = None):
             super().__init__(funcname, sd_model, options)
+            if (options or {}).get("default_eta_is_0"):
+                # DDIM's η defaults to 0 and follows the DDIM setting, as the WebUI's own DDIM does;
+                # the k-diffusion default (η ancestral = 1) would make it stochastic.
+                self.eta_option_field, self.eta_infotext_field, self.eta_default = "eta_ddim", "Eta DDIM", 0.0
             self.model_wrap_cfg = CfgppDenoiser(self)
             self.model_wrap = self.model_wrap_cfg.inner_model
 

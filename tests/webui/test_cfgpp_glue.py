@@ -72,6 +72,21 @@ def test_older_webui_gets_our_ddim_cfgpp():
         env.stop()
 
 
+def test_our_ddim_cfgpp_takes_the_ddim_eta_setting(model):
+    env = WebUI(without_builtin=("DDIM CFG++",))
+    env.start()
+    try:
+        shared.sd_model = model
+        shared.opts.data["eta_ddim"] = 0.0
+        shared.opts.data["eta_ancestral"] = 1.0
+        _, res = env.txt2img([False], sampler_name="DDIM CFG++", steps=3, width=64, height=64)
+        sampler = sd_samplers.create_sampler("DDIM CFG++", model)
+        assert sampler.eta_option_field == "eta_ddim" and sampler.eta_default == 0.0
+        assert "Eta DDIM" not in res.infotexts[0] and "Eta:" not in res.infotexts[0]
+    finally:
+        env.stop()
+
+
 def test_registration_is_idempotent_across_reload_and_undone_on_unload(webui):
     before = [x.name for x in sd_samplers.all_samplers]
     webui.reload()

@@ -116,7 +116,7 @@ def test_stale_patch_from_a_reloaded_library_is_replaced(unet):
 
 
 def test_gate_at_native_size_and_below_is_untouched(sd1, sdxl):
-    for unet, sizes in ((sd1, [(64, 64), (48, 80)]), (sdxl, [(128, 128), (80, 96)])):
+    for unet, sizes in ((sd1, [(64, 64), (48, 80)]), (sdxl, [(128, 128)])):
         for h, w in sizes:
             x, t, c = inputs(unet, h, w)
             want = call(unet, x, t, c)

@@ -224,7 +224,9 @@ def diffusers_twin(unet: nn.Module, family: str) -> nn.Module:
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
     cfg = _diffusers_config(unet, family)
-    twin = UNet2DConditionModel(**cfg)
+    # deepcopy: diffusers shares activation modules (e.g. one SiLU) between models, and the
+    # official code keeps per-model state on them.
+    twin = copy.deepcopy(UNet2DConditionModel(**cfg))
     sd = {f"model.diffusion_model.{k}": v for k, v in unet.state_dict().items()}
     converted = convert_ldm_unet_checkpoint(sd, dict(twin.config))
     missing, unexpected = twin.load_state_dict(converted, strict=False)

@@ -249,7 +249,8 @@ class Installation:
 
     # -- the patches ----------------------------------------------------------------------------
     def _unet_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        if self.session is None:
+        # Only the sigma time mode reads the timestep: reading it costs a device sync on GPUs.
+        if self.session is None or self.session.settings.time_mode != "sigma":
             return None
         t = kwargs.get("timesteps", args[1] if len(args) > 1 else None)
         self._timestep = (

@@ -74,6 +74,7 @@ def build_ldm_unet(
     depths: Sequence[int] | None = None,
     seed: int = 0,
     attn_std: float | None = None,
+    in_channels: int = 4,
 ) -> nn.Module:
     """A real ldm UNetModel in a family's block layout with random weights (eval mode, float32)."""
     from ldm.modules.diffusionmodules.openaimodel import UNetModel
@@ -82,7 +83,7 @@ def build_ldm_unet(
     depths = tuple(spec.depths if depths is None else depths)
     unet = UNetModel(
         image_size=32,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         model_channels=width,
         num_res_blocks=2,
@@ -196,7 +197,7 @@ def _diffusers_config(unet: nn.Module, family: str) -> dict:
     mid = next(m for m in unet.middle_block.children() if type(m).__name__ == "SpatialTransformer")
     return {
         "sample_size": 32,
-        "in_channels": 4,
+        "in_channels": unet.input_blocks[0][0].in_channels,
         "out_channels": 4,
         "down_block_types": tuple("CrossAttnDownBlock2D" if st is not None else "DownBlock2D" for st in sts),
         "up_block_types": tuple(
@@ -243,6 +244,7 @@ _OFFICIAL_NAMES = {
     "sd2": "stabilityai/stable-diffusion-2-1-base",
     "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
     "sdxl_turbo": "stabilityai/sdxl-turbo",
+    "sdxl_inpainting": "diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
 }
 
 # torch.rand values that land in the official shift buckets k = 0..3 (u <= .25, <= .5, <= .75, > .75).

@@ -53,6 +53,11 @@ class UNetLayout:
     upsamples: tuple[tuple[int, int], ...]  # (output block, skip input block whose size it targets)
     msw_blocks: tuple[tuple[str, int], ...]  # ("input" | "output", block index) with windowed attn1
     n_attn1: int  # number of self-attention modules MSW-MSA wraps
+    in_channels: int = 4  # 9 for inpainting models (latent + mask + masked image)
+
+    @property
+    def inpainting(self) -> bool:
+        return self.in_channels == 9
 
     def with_native(self, side_or_hw: int | tuple[int, int]) -> UNetLayout:
         """A copy with another native size (e.g. 96 for SD 2.x 768-v models)."""
@@ -178,4 +183,5 @@ def inspect_unet(unet: nn.Module) -> UNetLayout:
         upsamples=upsamples,
         msw_blocks=msw,
         n_attn1=n_attn1,
+        in_channels=int(getattr(inputs[0][0], "in_channels", 4)),
     )

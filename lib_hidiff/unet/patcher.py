@@ -108,7 +108,7 @@ class Session:
         else:
             where = clock
         row = row_for(s.preset, layout.family, latent_hw)
-        windows = s.windows(row)
+        windows = s.windows(row, inpainting=layout.inpainting)
         return CallPlan(
             latent_hw=latent_hw,
             rad_on=s.raunet and in_window(where, windows["rad"]),

@@ -160,13 +160,17 @@ class HiDiffusionSettings:
     def replace(self, **changes) -> HiDiffusionSettings:
         return dataclasses.replace(self, **changes)
 
-    def windows(self, row: PresetRow) -> dict[str, tuple[float, float]]:
-        """The [start, end) windows of RAD/RAU ("rad") and CA ("ca") for a table row."""
+    def windows(self, row: PresetRow, inpainting: bool = False) -> dict[str, tuple[float, float]]:
+        """The [start, end) windows of RAD/RAU ("rad") and CA ("ca") for a table row.
+
+        Like the official code, inpainting models do not use the aggressive schedule by default.
+        """
         t1 = row.t1 if self.t1 is None else float(self.t1)
         t2 = row.t2 if self.t2 is None else float(self.t2)
         roles = FAMILY_ROLES[row.family]
         ratio = {"t1": t1, "t2": t2}
-        aggressive = row.aggressive if self.aggressive is None else (float(self.aggressive) or None)
+        default = None if inpainting else row.aggressive
+        aggressive = default if self.aggressive is None else (float(self.aggressive) or None)
         if row.family == "sdxl" and aggressive is not None:
             return {"rad": (0.0, aggressive), "ca": (aggressive, ratio[roles["ca"]])}
         return {"rad": (0.0, ratio[roles["rad"]]), "ca": (0.0, ratio[roles["ca"]])}

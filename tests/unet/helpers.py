@@ -17,7 +17,7 @@ def tiny(family: str, **kw) -> torch.nn.Module:
 def inputs(unet, h: int, w: int, batch: int = 1, seed: int = 0):
     """(x, t, context) for one UNet call; context in the form ldm needs for this UNet's depth."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, 4, h, w, generator=g)
+    x = torch.randn(batch, unet.input_blocks[0][0].in_channels, h, w, generator=g)
     t = torch.full((batch,), 500.0)
     c = torch.randn(batch, 7, 32, generator=g)
     return x, t, c

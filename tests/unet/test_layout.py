@@ -91,3 +91,12 @@ def test_ssd1b_style_shallow_sdxl_is_supported_where_rules_hold():
     lay = hd.inspect_unet(unet)
     assert lay.family == "sdxl"
     assert ("output", 3) not in lay.msw_blocks and lay.n_attn1 == 8
+
+
+def test_inpainting_models_are_recognised_by_their_input_conv():
+    unet = zoo.build_ldm_unet("sdxl", 32, heads=2, context_dim=32, depths=(0, 1, 1))
+    assert not hd.inspect_unet(unet).inpainting
+    conv = unet.input_blocks[0][0]
+    unet.input_blocks[0][0] = nn.Conv2d(9, conv.out_channels, 3, padding=1)
+    lay = hd.inspect_unet(unet)
+    assert lay.inpainting and lay.family == "sdxl"

@@ -25,10 +25,10 @@ MAX_REL: dict[str, float] = {}
 def oracles():
     made = {}
 
-    def get(family: str, model: str, fresh_key: str = ""):
+    def get(family: str, model: str, fresh_key: str = "", **kw):
         key = (family, model, fresh_key)
         if key not in made:
-            unet = tiny(family)
+            unet = tiny(family, **kw)
             made[key] = (unet, zoo.OfficialHiDiffusion(zoo.diffusers_twin(unet, family), model, steps=50))
         return made[key]
 
@@ -52,7 +52,7 @@ def _check(unet, off, family, preset, hw, n, steps, k):
         settings = hd.HiDiffusionSettings(preset=preset, msw_shift=k)
         with hd.apply_hidiffusion(unet, settings, progress=lambda i=i: (i, n), seed=0):
             got = call(unet, x, t, c)
-        assert got.shape == x.shape
+        assert got.shape == (x.shape[0], 4, *x.shape[2:])
         rel = ((got - want).abs().max() / want.abs().max()).item()
         MAX_REL[family] = max(MAX_REL.get(family, 0.0), rel)
         print(f"{family} {preset} {hw[0]}x{hw[1]} N={n} i={i} k={k}: max rel diff {rel:.2e}")
@@ -142,6 +142,12 @@ def test_sdxl_4096_row_at_real_size_matches_official(oracles):
 def test_sdxl_turbo_row_matches_official(oracles):
     unet, off = oracles("sdxl", "sdxl_turbo")
     _check(unet, off, "sdxl", "sdxl_turbo", (144, 144), 4, (1, 2), 3)  # CA only, for i < int(4*0.5)
+
+
+def test_sdxl_inpainting_matches_official(oracles):
+    # Upstream runs inpainting models without the aggressive schedule: CA for i < 20, never RAD.
+    unet, off = oracles("sdxl", "sdxl_inpainting", in_channels=9)
+    _check(unet, off, "sdxl", "auto", (144, 136), 50, (0, 19, 20), 2)
 
 
 def test_report_max_differences():

@@ -49,6 +49,15 @@ def test_windows_per_family_roles():
     }
 
 
+def test_inpainting_models_skip_the_aggressive_schedule_like_upstream():
+    row = OFFICIAL_ROWS["sdxl_2048"]
+    assert hd.HiDiffusionSettings().windows(row, inpainting=True) == {"rad": (0.0, 0.0), "ca": (0.0, 0.4)}
+    assert hd.HiDiffusionSettings(aggressive=0.2).windows(row, inpainting=True) == {
+        "rad": (0.0, 0.2),
+        "ca": (0.2, 0.4),
+    }
+
+
 @pytest.mark.parametrize("n", [1, 4, 7, 10, 20, 25, 30, 50])
 def test_integer_window_rule_matches_the_official_expressions(n):
     for ratio in (0.3, 0.4, 0.5, 0.7):

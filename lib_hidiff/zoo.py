@@ -54,6 +54,8 @@ FAMILIES: dict[str, UNetSpec] = {
     "sd1": UNetSpec("sd1", (1, 2, 4, 4), (4, 2, 1), (1, 1, 1, 0), False, 0, 8, 768),
     "sd2": UNetSpec("sd2", (1, 2, 4, 4), (4, 2, 1), (1, 1, 1, 0), True, 64, 0, 1024),
     "sdxl": UNetSpec("sdxl", (1, 2, 4), (4, 2), (0, 2, 10), True, 64, 0, 2048),
+    # The SDXL refiner: SD1.5's 4 levels but attention only at levels 1-2 (HiDiffusion refuses it).
+    "sdxl_refiner": UNetSpec("sdxl_refiner", (1, 2, 4, 4), (4, 2), (0, 4, 4, 0), True, 64, 0, 1280),
 }
 
 

@@ -41,23 +41,8 @@ def test_with_native_for_768_v_models(sd2):
 
 
 def test_sdxl_refiner_layout_is_refused():
-    # Refiner: 4 levels like SD1.5 but attention only at levels 1-2 (attention_resolutions 4, 2).
-    from ldm.modules.diffusionmodules.openaimodel import UNetModel
-
-    refiner = UNetModel(
-        image_size=32,
-        in_channels=4,
-        out_channels=4,
-        model_channels=32,
-        num_res_blocks=2,
-        attention_resolutions=[2, 4],
-        channel_mult=[1, 2, 4, 4],
-        num_heads=2,
-        use_spatial_transformer=True,
-        context_dim=32,
-        use_linear_in_transformer=True,
-        legacy=False,
-    )
+    # Refiner: 4 levels like SD1.5 but attention only at levels 1-2.
+    refiner = zoo.build_ldm_unet("sdxl_refiner", 32, heads=2, context_dim=32, depths=(0, 1, 1, 0))
     with pytest.raises(hd.UnsupportedUNet, match="refiner"):
         hd.inspect_unet(refiner)
 

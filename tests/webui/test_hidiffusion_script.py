@@ -351,23 +351,7 @@ def test_hypertile_and_token_merging_turn_mswmsa_off_with_one_message(webui, mod
 
 
 def test_sd2_v_models_are_native_at_768(webui, unet):
-    from ldm.modules.diffusionmodules.openaimodel import UNetModel
-
-    sd2 = UNetModel(
-        image_size=32,
-        in_channels=4,
-        out_channels=4,
-        model_channels=32,
-        attention_resolutions=[4, 2, 1],
-        num_res_blocks=2,
-        channel_mult=[1, 2, 4, 4],
-        num_head_channels=8,
-        use_spatial_transformer=True,
-        use_linear_in_transformer=True,
-        transformer_depth=1,
-        context_dim=32,
-        legacy=False,
-    )
+    sd2 = tiny_unet("sd2")
     model = HybridModel(sd2, "sd21-768-v", arch="sd2")
     model.parameterization = "v"
     shared.sd_model = model

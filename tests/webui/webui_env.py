@@ -31,6 +31,8 @@ from modules import (
     shared,
 )
 
+from lib_hidiff import zoo
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 SCRIPT_FILES = [
@@ -72,26 +74,7 @@ def sd_alphas_cumprod() -> torch.Tensor:
 
 def tiny_sd15_unet(seed: int = 0) -> UNetModel:
     """A real ldm UNet with the SD 1.5 block layout (12 input / 12 output blocks), 32 channels."""
-    torch.manual_seed(seed)
-    unet = UNetModel(
-        image_size=32,
-        in_channels=4,
-        out_channels=4,
-        model_channels=32,
-        attention_resolutions=[4, 2, 1],
-        num_res_blocks=2,
-        channel_mult=[1, 2, 4, 4],
-        num_head_channels=8,
-        use_spatial_transformer=True,
-        transformer_depth=1,
-        context_dim=32,
-        legacy=False,
-    ).eval()
-    with torch.no_grad():  # ldm zero-initialises output layers; give them weight so changes show
-        for param in unet.parameters():
-            if param.dim() > 1 and float(param.abs().max()) == 0.0:
-                param.normal_(0, 0.05)
-    return unet
+    return zoo.build_ldm_unet("sd1", 32, heads=4, context_dim=32, seed=seed)
 
 
 class _Wrapper(torch.nn.Module):
@@ -188,25 +171,11 @@ class HybridModel(ClosedFormModel):
 
 
 def tiny_unet(layout: str, seed: int = 0) -> UNetModel:
-    """Other block layouts, smallest widths: "sdxl" (3 levels, attention at 1-2) and "refiner"
-    (4 levels, attention at 1-2: the SDXL refiner's layout, which HiDiffusion does not support)."""
-    torch.manual_seed(seed)
-    mult, attn = {"sdxl": ([1, 2, 4], [4, 2]), "refiner": ([1, 2, 4, 4], [4, 2])}[layout]
-    return UNetModel(
-        image_size=32,
-        in_channels=4,
-        out_channels=4,
-        model_channels=32,
-        attention_resolutions=attn,
-        num_res_blocks=2,
-        channel_mult=mult,
-        num_head_channels=8,
-        use_spatial_transformer=True,
-        use_linear_in_transformer=True,
-        transformer_depth=1,
-        context_dim=32,
-        legacy=False,
-    ).eval()
+    """Other block layouts, smallest widths: "sdxl" (3 levels, attention at 1-2), "sd2" (linear
+    projections) and "refiner" (the SDXL refiner's layout, which HiDiffusion does not support)."""
+    family = {"sdxl": "sdxl", "sd2": "sd2", "refiner": "sdxl_refiner"}[layout]
+    depths = {"sdxl": (0, 1, 1), "refiner": (0, 1, 1, 0)}.get(layout)
+    return zoo.build_ldm_unet(family, 32, heads=4, context_dim=32, depths=depths, seed=seed)
 
 
 # -- the WebUI session ------------------------------------------------------------------------------

@@ -105,18 +105,13 @@ def build_ldm_unet(
 
 
 def _level_of_blocks(unet: nn.Module) -> Iterator[tuple[nn.Module, int]]:
-    """(block, level) for every block holding a SpatialTransformer, middle block included."""
-    from .unet.layout import _levels
+    """(block, level) for every input and output block, then the middle block."""
+    from .unet.layout import block_levels
 
-    n_levels = 1 + sum(
-        1 for b in unet.input_blocks if any(type(m).__name__ == "Downsample" for m in b.children())
-    )
-    for blocks, start, step, marker in (
-        (unet.input_blocks, 0, 1, "Downsample"),
-        (unet.output_blocks, n_levels - 1, -1, "Upsample"),
-    ):
-        yield from zip(blocks, _levels(blocks, marker, start, step))
-    yield unet.middle_block, n_levels - 1
+    in_levels, out_levels = block_levels(unet)
+    yield from zip(unet.input_blocks, in_levels)
+    yield from zip(unet.output_blocks, out_levels)
+    yield unet.middle_block, in_levels[-1]
 
 
 def _grow_transformers(unet: nn.Module, depths: Sequence[int]) -> None:
@@ -182,21 +177,25 @@ def sdpa_attention() -> Iterator[None]:
 
 def _per_level(unet: nn.Module, n_levels: int) -> list[nn.Module | None]:
     """The first SpatialTransformer of each level's input blocks (None where the level has none)."""
+    from .unet.layout import block_levels, child
+
     found: list[nn.Module | None] = [None] * n_levels
-    for block, level in _level_of_blocks(unet):
-        st = next((m for m in block.children() if type(m).__name__ == "SpatialTransformer"), None)
-        if st is not None and found[level] is None and block in set(unet.input_blocks):
+    for block, level in zip(unet.input_blocks, block_levels(unet)[0]):
+        st = child(block, "SpatialTransformer")
+        if st is not None and found[level] is None:
             found[level] = st
     return found
 
 
 def _diffusers_config(unet: nn.Module, family: str) -> dict:
+    from .unet.layout import child
+
     spec = FAMILIES[family]
     n_levels = len(spec.channel_mult)
     sts = _per_level(unet, n_levels)
     attn1 = [st.transformer_blocks[0].attn1 if st is not None else None for st in sts]
     first = next(st for st in sts if st is not None)
-    mid = next(m for m in unet.middle_block.children() if type(m).__name__ == "SpatialTransformer")
+    mid = child(unet.middle_block, "SpatialTransformer")
     return {
         "sample_size": 32,
         "in_channels": unet.input_blocks[0][0].in_channels,

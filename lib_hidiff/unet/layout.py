@@ -65,17 +65,14 @@ class UNetLayout:
         return dataclasses.replace(self, native=hw)
 
 
-def _has_child(block: nn.Module, cls_name: str) -> bool:
-    return any(type(m).__name__ == cls_name for m in block.children())
-
-
-def _child(block: nn.Module, cls_name: str) -> nn.Module | None:
+def child(block: nn.Module, cls_name: str) -> nn.Module | None:
+    """The first direct child of a UNet block whose class is named ``cls_name`` (ldm, sgm alike)."""
     return next((m for m in block.children() if type(m).__name__ == cls_name), None)
 
 
 def self_attentions(block: nn.Module) -> list[nn.Module]:
     """The attn1 modules of the transformer blocks inside a UNet block's SpatialTransformer."""
-    st = _child(block, "SpatialTransformer")
+    st = child(block, "SpatialTransformer")
     if st is None:
         return []
     return [tb.attn1 for tb in getattr(st, "transformer_blocks", []) if hasattr(tb, "attn1")]
@@ -86,14 +83,23 @@ def _levels(blocks: nn.ModuleList, marker: str, start: int, step: int) -> list[i
     levels, level = [], start
     for block in blocks:
         levels.append(level)
-        if _has_child(block, marker):
+        if child(block, marker) is not None:
             level += step
     return levels
 
 
+def block_levels(unet: nn.Module) -> tuple[list[int], list[int]]:
+    """Resolution level of every input and output block (0 = full resolution).
+
+    A Downsample block belongs to the level it leaves, an Upsample block to the level it leaves.
+    """
+    in_levels = _levels(unet.input_blocks, "Downsample", 0, 1)
+    return in_levels, _levels(unet.output_blocks, "Upsample", in_levels[-1], -1)
+
+
 def _family(unet: nn.Module, n_levels: int, attn_levels: set[int]) -> str:
     if n_levels == 4 and attn_levels == {0, 1, 2}:
-        st = _child(unet.input_blocks[1], "SpatialTransformer")
+        st = child(unet.input_blocks[1], "SpatialTransformer")
         return "sd2" if isinstance(getattr(st, "proj_in", None), nn.Linear) else "sd1"
     if n_levels == 3 and attn_levels == {1, 2}:
         return "sdxl"
@@ -121,16 +127,14 @@ def inspect_unet(unet: nn.Module) -> UNetLayout:
             f"UNet with {n} input and {len(outputs)} output blocks is not a supported layout"
         )
 
-    in_levels = _levels(inputs, "Downsample", 0, 1)
-    # A Downsample block belongs to the level it leaves; the first block is the input conv.
+    in_levels, out_levels = block_levels(unet)
     n_levels = in_levels[-1] + 1
-    out_levels = _levels(outputs, "Upsample", n_levels - 1, -1)
-    attn_levels = {lvl for blk, lvl in zip(inputs, in_levels) if _has_child(blk, "SpatialTransformer")}
+    attn_levels = {lvl for blk, lvl in zip(inputs, in_levels) if child(blk, "SpatialTransformer") is not None}
     family = _family(unet, n_levels, attn_levels)
     fmap = FAMILY_MAPS[family]
 
-    downs = [i for i, blk in enumerate(inputs) if _has_child(blk, "Downsample")]
-    ups = [j for j, blk in enumerate(outputs) if _has_child(blk, "Upsample")]
+    downs = [i for i, blk in enumerate(inputs) if child(blk, "Downsample") is not None]
+    ups = [j for j, blk in enumerate(outputs) if child(blk, "Upsample") is not None]
     if len(downs) != n_levels - 1 or len(ups) != n_levels - 1:
         raise UnsupportedUNet("UNet's Downsample/Upsample blocks do not mirror each other")
     per_level = [
@@ -146,13 +150,11 @@ def inspect_unet(unet: nn.Module) -> UNetLayout:
         raise UnsupportedUNet(
             f"output block {rau_output} mirroring the Downsample at input {rad_input} has no Upsample"
         )
-    for idx in (rad_input,):
-        down = _child(inputs[idx], "Downsample")
-        op = getattr(down, "op", None)
-        if not isinstance(op, nn.Conv2d) or getattr(down, "dims", 2) != 2:
-            raise UnsupportedUNet(
-                "Downsample without a 2D conv (avg-pool or 1D/3D variant): RAU-Net needs the conv"
-            )
+    down = child(inputs[rad_input], "Downsample")
+    if not isinstance(getattr(down, "op", None), nn.Conv2d) or getattr(down, "dims", 2) != 2:
+        raise UnsupportedUNet(
+            "Downsample without a 2D conv (avg-pool or 1D/3D variant): RAU-Net needs the conv"
+        )
     ca_input = 1 + fmap.ca_level * (per_level[0] + 1)
     if in_levels[ca_input] != fmap.ca_level or ca_input in downs:
         raise UnsupportedUNet("UNet's blocks per level do not match HiDiffusion's CA placement")

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .layout import UNetLayout, inspect_unet, self_attentions
+from .layout import UNetLayout, child, inspect_unet, self_attentions
 from .mswmsa import Windowing, plan_windows, shift_for, window_partition, window_reverse
 from .presets import HiDiffusionSettings, SettingsError, row_for
 from .raunet import ca_pool, rad_downsample, resize, upsample_to
@@ -213,17 +213,17 @@ class Installation:
             self._hook(inputs[idx].register_forward_hook(self._make_after_input(idx)))
         self._hook(outputs[lay.ca_output].register_forward_hook(self._after_ca_output))
 
-        down = next(m for m in inputs[lay.rad_input].children() if type(m).__name__ == "Downsample")
+        down = child(inputs[lay.rad_input], "Downsample")
         self._rad_op = down.op
         self._override_forward(down, self._downsample)
         for j, skip in lay.upsamples:
-            up = next(m for m in outputs[j].children() if type(m).__name__ == "Upsample")
+            up = child(outputs[j], "Upsample")
             self._override_forward(up, self._make_upsample(j, skip, up))
 
         block_id = 0
         for side, idx in lay.msw_blocks:
             block = (inputs if side == "input" else outputs)[idx]
-            st = next(m for m in block.children() if type(m).__name__ == "SpatialTransformer")
+            st = child(block, "SpatialTransformer")
             self._hook(st.register_forward_pre_hook(self._st_pre))
             for attn in self_attentions(block):
                 self._hook(attn.register_forward_pre_hook(self._make_attn_pre(block_id), with_kwargs=True))

@@ -1,7 +1,9 @@
 """Launch-time check of the host (run by the WebUI as a subprocess, its root on PYTHONPATH).
 
 Installs nothing: torch and everything else the extension needs already come with the WebUI.
-It prints one clear line when the WebUI or torch is too old, and stays silent otherwise.
+It prints one clear line per problem (a WebUI or torch too old, a WebUI this extension does not
+support) and stays silent otherwise. What each WebUI needs is its host adapter's to say
+(lib_hidiff/webui/hosts).
 """
 
 from __future__ import annotations
@@ -10,14 +12,11 @@ import os
 import re
 import sys
 
-MIN_WEBUI = (1, 10)
-MIN_TORCH = (2, 0)
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:  # some WebUIs run this file with the extension folder as cwd, not on the path
+    sys.path.insert(0, HERE)
 
-# Text that only a WebUI with the features we rely on contains (forks keep the code, not the tags).
-FEATURES = {
-    ("modules", "scripts.py"): "def process_before_every_sampling",
-    ("modules", "sd_samplers_cfg_denoiser.py"): "def combine_denoised",
-}
+MIN_TORCH = (2, 0)
 
 
 def _version(text: str | None) -> tuple[int, ...] | None:
@@ -27,34 +26,16 @@ def _version(text: str | None) -> tuple[int, ...] | None:
 
 def check(webui_root: str, torch_version: str | None, webui_tag: str | None = None) -> list[str]:
     """Problems with this host, one line each (empty when it is fine)."""
+    from lib_hidiff.webui import hosts
+
+    reason = hosts.unsupported_reason(webui_root)
+    if reason is not None:
+        return [reason]
     problems = []
-    if os.path.isdir(os.path.join(webui_root, "modules_forge")):
-        problems.append(
-            "sd-webui-hidiffusion: Forge/reForge detected; the extension supports the AUTOMATIC1111 WebUI 1.10 "
-            "and will stay hidden"
-        )
-        return problems
-    if os.path.isfile(os.path.join(webui_root, "modules", "scripts_manager.py")):
-        problems.append(
-            "sd-webui-hidiffusion: SD.Next detected; use its built-in HiDiffusion (the extension stays hidden)"
-        )
-        return problems
-    missing = []
-    for parts, needle in FEATURES.items():
-        path = os.path.join(webui_root, *parts)
-        try:
-            with open(path, encoding="utf-8") as f:
-                if needle not in f.read():
-                    missing.append("/".join(parts))
-        except OSError:
-            missing.append("/".join(parts))
-    version = _version(webui_tag)
-    if missing or (version is not None and version < MIN_WEBUI):
-        shown = webui_tag or "unknown version"
-        problems.append(
-            f"sd-webui-hidiffusion: needs the AUTOMATIC1111 WebUI {MIN_WEBUI[0]}.{MIN_WEBUI[1]} or newer "
-            f"(found {shown}); HiDiffusion may not turn on. Update the WebUI (git pull)."
-        )
+    host = hosts.detect_root(webui_root)
+    if host is None:
+        host = hosts.host_classes()[-1]  # not a WebUI folder we know: judge it as A1111
+    problems += host.install_problems(webui_root, torch_version, webui_tag)
     torch_v = _version(torch_version)
     if torch_v is None or torch_v < MIN_TORCH:
         problems.append(

@@ -1,14 +1,15 @@
-"""HiDiffusion for the AUTOMATIC1111 WebUI: the "HiDiffusion" accordion (an AlwaysOn script).
+"""HiDiffusion in the WebUI: the "HiDiffusion" accordion (an AlwaysOn script), on every host.
 
-Glue only; the logic lives in lib_hidiff/webui. Every WebUI callback is registered here, because
-"Reload UI" clears callbacks and re-runs script files but keeps library modules loaded.
+Glue only; the logic lives in lib_hidiff/webui, and what differs per WebUI in its host adapter
+(lib_hidiff/webui/hosts). Every WebUI callback is registered here, because "Reload UI" clears
+callbacks and re-runs script files but keeps library modules loaded.
 """
 
 from modules import script_callbacks, scripts
 
-from lib_hidiff.webui import generation, hint, host, settings, ui, xyz
+from lib_hidiff.webui import generation, hint, hosts, settings, ui, xyz
 
-ACTIVE = host.active()  # False on SD.Next / Forge, or with --hidiffusion-disable (logged once)
+ACTIVE = hosts.active()  # False with --hidiffusion-disable or on an unsupported WebUI (logged once)
 
 
 class HiDiffusionScript(scripts.Script):
@@ -25,24 +26,22 @@ class HiDiffusionScript(scripts.Script):
     def process(self, p, *args):
         generation.process(p, args)
 
+    # The host adapter says which of these hooks starts a sampling pass.
     def process_before_every_sampling(self, p, *args, **kwargs):
-        generation.before_sampling(p)
+        generation.pass_event(p, "process_before_every_sampling")
 
-    if not hasattr(scripts.Script, "process_before_every_sampling"):  # WebUI < 1.10
+    def process_batch(self, p, *args, **kwargs):
+        generation.pass_event(p, "process_batch")
 
-        def process_batch(self, p, *args, **kwargs):
-            generation.before_sampling(p)
-
-        def before_hr(self, p, *args):
-            generation.before_sampling(p)
+    def before_hr(self, p, *args):
+        generation.pass_event(p, "before_hr")
 
     def postprocess(self, p, processed, *args):
         generation.postprocess(p)
 
 
 if ACTIVE:
-    script_callbacks.on_cfg_denoiser(generation.on_cfg_denoiser)
-    script_callbacks.on_model_loaded(generation.on_model_loaded)
+    hosts.current().connect()
     script_callbacks.on_script_unloaded(generation.on_unload)
     script_callbacks.on_before_ui(xyz.add_axes)
     script_callbacks.on_ui_settings(settings.add_hidiffusion_options)

@@ -1,14 +1,14 @@
-"""CFG++ samplers for the AUTOMATIC1111 WebUI's sampler dropdowns, API and XYZ plot.
+"""CFG++ samplers in the WebUI's sampler dropdowns, API and XYZ plot, on every host.
 
 Registered at import -- before the UI builds its dropdowns, and under --nowebui too. Glue only;
-the logic lives in lib_hidiff/webui/samplers.py.
+the shared logic lives in lib_hidiff/webui/samplers.py, the host's way in its adapter.
 """
 
 from modules import script_callbacks, scripts
 
-from lib_hidiff.webui import host, samplers, settings
+from lib_hidiff.webui import hosts, samplers, settings
 
-ACTIVE = host.active()
+ACTIVE = hosts.active()
 
 if ACTIVE:
     samplers.register()

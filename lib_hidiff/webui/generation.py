@@ -1,18 +1,20 @@
 """HiDiffusion during one WebUI generation: when it is on, on which UNet, with which clock.
 
-Lifecycle (each step is safe to repeat and starts by closing whatever was left open):
+Shared by every host; what differs per host comes from ``hosts.current()``. Lifecycle (each step
+is safe to repeat and starts by closing whatever was left open):
 
 * ``process``: parse and validate the arguments (UI, API, XYZ ``p.hidiff_*``), write infotext,
   put a ``finally`` around ``p.sample``.
-* ``before_sampling`` (``process_before_every_sampling``: base pass and hires pass): look at the
-  model loaded *now*, check conflicts, install the gated patches and open the gate.
-* ``on_cfg_denoiser``: the clock is the CFG denoiser's ``step / total_steps``; if the model changed
-  under us (the refiner took over), close the gate.
+* ``pass_event`` -> ``open_pass`` (A1111: ``process_before_every_sampling``, base pass and hires
+  pass): look at the model loaded *now*, check conflicts, install the gated patches, open the gate.
+* the clock: by default the CFG denoiser's ``step / total_steps`` (``on_cfg_denoiser``, which also
+  closes the gate when the model changed under us, e.g. the refiner took over); a host without a
+  CFG denoiser passes its own ``progress`` to ``open_pass``.
 * a model load (the refiner, a checkpoint switch) closes it; the ``p.sample`` guard,
   ``postprocess``, the next ``process`` and script unload also take the patches off again, so
   between generations -- and after an exception -- the UNet carries nothing of ours.
 
-The only state is the one open activation and the UNets this module patched (the WebUI runs one
+The only state is the one open activation and the UNets this module patched (a WebUI runs one
 generation at a time).
 """
 
@@ -20,22 +22,26 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import lib_hidiff.unet as hd
 
-from . import conflicts, infotext
+from . import hosts, infotext, messages
 from .args import ArgsError, ScriptArgs, parse_args, xyz_overrides
+from .messages import note
 
 __all__ = [
+    "Activation",
     "before_sampling",
     "current",
     "deactivate",
-    "layout_for",
     "on_cfg_denoiser",
     "on_model_loaded",
     "on_unload",
+    "open_pass",
+    "pass_event",
     "postprocess",
     "process",
     "release",
@@ -44,7 +50,6 @@ __all__ = [
 log = logging.getLogger("hidiffusion")
 
 P_ARGS = "_hidiffusion"  # the parsed ScriptArgs of this generation (None = off)
-P_NOTES = "_hidiffusion_notes"  # messages already shown for this generation
 
 
 @dataclass
@@ -56,8 +61,11 @@ class Activation:
     checkpoint: Any
     is_hr: bool
     clock: Any = None  # the CFG denoiser of this pass, or (step, total) from an older WebUI
+    source: Callable[[], Any] | None = None  # a host's own clock (no CFG denoiser there)
 
-    def progress(self) -> tuple[int, int]:
+    def progress(self) -> Any:
+        if self.source is not None:
+            return self.source()
         clock = self.clock
         if clock is None:
             return (0, 1)
@@ -91,26 +99,6 @@ def release() -> None:
             hd.uninstall(unet)
 
 
-def _note(p: Any, message: str) -> None:
-    """Show a message once per generation: the console and the generation info under the image."""
-    notes = getattr(p, P_NOTES, None)
-    if notes is None:
-        notes = set()
-        setattr(p, P_NOTES, notes)
-    if message in notes:
-        return
-    notes.add(message)
-    log.warning(message)
-    comment = getattr(p, "comment", None)
-    if callable(comment):
-        comment(message)
-
-
-def _checkpoint_id(sd_model: Any) -> Any:
-    info = getattr(sd_model, "sd_checkpoint_info", None)
-    return getattr(info, "filename", info)
-
-
 def _seed(p: Any) -> int:
     for name in ("seeds", "all_seeds"):
         seeds = getattr(p, name, None)
@@ -124,14 +112,14 @@ def process(p: Any, args: Any) -> ScriptArgs | None:
     """Start of a generation (and of every XYZ cell): reset, validate, record."""
     release()
     setattr(p, P_ARGS, None)
-    setattr(p, P_NOTES, set())
+    messages.reset(p)
     infotext.remove(p.extra_generation_params)
     try:
         parsed = parse_args(args, xyz_overrides(p))
         if parsed.enabled:
             parsed.settings()  # surfaces a bad combination now, not in the middle of sampling
     except ArgsError as e:
-        _note(p, f"{e}; generating without HiDiffusion")
+        note(p, f"{e}; generating without HiDiffusion")
         return None
     if not parsed.enabled:
         return parsed
@@ -172,22 +160,33 @@ def _guard_sample(p: Any) -> None:
 
 
 # -- sampling -----------------------------------------------------------------------------------
-def layout_for(sd_model: Any, unet: Any) -> hd.UNetLayout:
-    """The UNet's layout with the native size of this model (raises hd.UnsupportedUNet)."""
-    layout = hd.inspect_unet(unet)
-    if layout.family == "sd2" and getattr(sd_model, "parameterization", "eps") == "v":
-        layout = layout.with_native(96)  # SD 2.x 768-v models are native at 768 px
-    return layout
+def pass_event(p: Any, event: str) -> Activation | None:
+    """A script hook ran (``process_before_every_sampling``, ``process_batch``, ``before_hr``):
+    open a pass if this host starts its sampling passes there."""
+    if event in hosts.current().pass_events:
+        return open_pass(p)
+    return None
 
 
 def before_sampling(p: Any) -> Activation | None:
-    """Before each sampling pass: open the gate on the UNet loaded now, or explain why not."""
+    """Before a sampling pass (A1111: ``process_before_every_sampling``)."""
+    return open_pass(p)
+
+
+def open_pass(
+    p: Any, *, is_hr: bool | None = None, progress: Callable[[], Any] | None = None
+) -> Activation | None:
+    """Open the gate on the UNet loaded now for one sampling pass, or explain why not.
+
+    ``progress``: the host's clock (see ``hd.apply_hidiffusion``); by default the CFG denoiser's.
+    """
     global _current
     deactivate()
     parsed: ScriptArgs | None = getattr(p, P_ARGS, None)
     if parsed is None:
         return None
-    is_hr = bool(getattr(p, "is_hr_pass", False))
+    host = hosts.current()
+    is_hr = host.is_hires_pass(p) if is_hr is None else is_hr
     settings = parsed.settings()
     if is_hr:
         if parsed.hires == "off":
@@ -196,25 +195,25 @@ def before_sampling(p: Any) -> Activation | None:
             settings = settings.replace(raunet=False)
 
     sd_model = p.sd_model
-    reason = conflicts.blocking(sd_model)
-    unet = getattr(getattr(sd_model, "model", None), "diffusion_model", None)
+    reason = host.blocking(p)
+    unet = host.unet(sd_model) if reason is None else None
     if reason is None and unet is None:
-        reason = "HiDiffusion: the model has no UNet (model.diffusion_model); generating without HiDiffusion"
+        reason = f"HiDiffusion: this {host.label} model has no UNet; generating without HiDiffusion"
     layout = None
     if reason is None:
         try:
-            layout = layout_for(sd_model, unet)
+            layout = host.layout(sd_model, unet)
         except hd.UnsupportedUNet as e:
             reason = f"HiDiffusion: {e}; generating without HiDiffusion"
     if reason is not None:
-        _note(p, reason)
+        note(p, reason)
         if not is_hr:
             infotext.remove(p.extra_generation_params)
         return None
 
-    settings, messages = conflicts.adjust(p, settings, is_hr)
+    settings, messages = host.adjust(p, settings, is_hr)
     for message in messages:
-        _note(p, message)
+        note(p, message)
     if messages and not is_hr:
         p.extra_generation_params[infotext.KEYS["mswmsa"]] = settings.mswmsa
     if not (settings.raunet or settings.mswmsa):
@@ -224,10 +223,10 @@ def before_sampling(p: Any) -> Activation | None:
         if hd.installed(unet) is None:
             _patched.append(weakref.ref(unet))
         installation = hd.install(unet, layout)
-        act = Activation(installation, weakref.ref(sd_model), _checkpoint_id(sd_model), is_hr)
+        act = Activation(installation, weakref.ref(sd_model), host.checkpoint(sd_model), is_hr, source=progress)
         installation.activate(settings, progress=act.progress, seed=_seed(p))
     except (hd.SettingsError, hd.UnsupportedUNet) as e:
-        _note(p, f"{e}; generating without HiDiffusion")
+        note(p, f"{e}; generating without HiDiffusion")
         if not is_hr:
             infotext.remove(p.extra_generation_params)
         return None
@@ -236,14 +235,15 @@ def before_sampling(p: Any) -> Activation | None:
 
 
 def on_cfg_denoiser(params: Any) -> None:
-    """Every CFG denoiser call: remember the sampler's clock; close the gate if the model changed."""
+    """Every CFG denoiser call (A1111-family hosts): remember the sampler's clock; close the gate if
+    the model changed."""
     act = _current
     if act is None:
         return
     from modules import shared
 
     model = shared.sd_model
-    if act.model() is not model or _checkpoint_id(model) != act.checkpoint:
+    if act.model() is not model or hosts.current().checkpoint(model) != act.checkpoint:
         deactivate()  # the refiner (another checkpoint) runs untouched
         return
     denoiser = getattr(params, "denoiser", None)

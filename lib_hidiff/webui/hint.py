@@ -10,8 +10,7 @@ from typing import Any
 
 import lib_hidiff.unet as hd
 
-from . import settings
-from .generation import layout_for
+from . import hosts, settings
 
 __all__ = ["ROUTE", "add_route", "native_size_info"]
 
@@ -22,11 +21,12 @@ LATENT_SCALE = 8  # pixels per latent cell for SD 1.x/2.x and SDXL VAEs
 def native_size_info(sd_model: Any) -> dict[str, Any]:
     """{"supported", "family", "width", "height", "hint"} for a loaded model (or None)."""
     info: dict[str, Any] = {"supported": False, "hint": bool(settings.get("hidiffusion_size_hint"))}
-    unet = getattr(getattr(sd_model, "model", None), "diffusion_model", None)
+    host = hosts.current()
+    unet = host.unet(sd_model) if sd_model is not None else None
     if unet is None or getattr(sd_model, "is_sd3", False):
         return info
     try:
-        layout = layout_for(sd_model, unet)
+        layout = host.layout(sd_model, unet)
     except hd.UnsupportedUNet as e:
         return {**info, "reason": str(e)}
     h, w = layout.native

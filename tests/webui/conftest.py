@@ -1,22 +1,23 @@
 """Fixtures for the WebUI glue tests: a fake WebUI (tests/webui/fake_webui) and tiny real models.
 
-The fake ``modules`` and ``gradio`` packages are put first on sys.path for this directory's tests;
+The fake ``modules`` and ``gradio`` packages (tests/webui/fake_webui) are put in place for this
+directory's tests by tests/fakehost.py, which lets other host fakes live in the same pytest run;
 the extension's real script files are loaded through the fake ``scripts.load_scripts``.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 import torch
 
+from tests.fakehost import FakeHost
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-for path in (REPO, os.path.join(HERE, "fake_webui")):
-    if path not in sys.path:
-        sys.path.insert(0, path)
+FAKE = FakeHost("a1111", os.path.join(HERE, "fake_webui"))
+FAKE.activate()  # before the test modules import ``modules`` (collection)
+_fake_host = FAKE.fixture()  # and again while this package's tests run
 
 from .webui_env import WebUI, sdpa_attention  # noqa: E402
 

@@ -23,7 +23,7 @@ from modules import (
 from modules.sd_samplers_common import ImageRNG
 
 from lib_hidiff import cfgpp
-from lib_hidiff.webui import samplers
+from lib_hidiff.webui import hosts, samplers
 
 from .webui_env import ClosedFormModel, WebUI, closed_form_mean, closed_form_x0
 
@@ -216,7 +216,7 @@ def test_generation_matches_the_formula_and_the_infotext(webui, model, mode, lam
 
 
 def test_hires_lambda_override(webui, model, monkeypatch):
-    denoiser_cls, _ = samplers._classes()
+    denoiser_cls, _ = hosts.current().sampler_classes()
     scales = []
     original = denoiser_cls.combine_denoised
 

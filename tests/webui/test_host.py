@@ -14,7 +14,8 @@ import types
 import pytest
 from modules import errors, script_callbacks, script_loading
 
-from lib_hidiff.webui import host, samplers
+from lib_hidiff.webui import hosts, samplers
+from lib_hidiff.webui.hosts.a1111 import A1111Host
 
 from .webui_env import REPO, WebUI
 
@@ -34,7 +35,7 @@ def _our_callbacks():
 
 @pytest.fixture
 def fresh_announcements(monkeypatch):
-    monkeypatch.setattr(host, "_announced", set())
+    monkeypatch.setattr(hosts, "_announced", set())
 
 
 def _fake_module(monkeypatch, name):
@@ -68,7 +69,7 @@ def test_other_hosts_import_cleanly_and_hide_with_one_log_line(
 
 
 def test_detects_a1111_by_default(webui):
-    assert host.detect() == host.A1111
+    assert hosts.detect() is A1111Host and isinstance(hosts.current(), A1111Host)
     assert {c.callback.__name__ for c in _our_callbacks()} == {
         "on_cfg_denoiser",
         "on_model_loaded",

@@ -1,0 +1,108 @@
+"""What one WebUI host must tell the shared glue: the Host interface.
+
+Everything the A1111-family WebUIs share -- arguments, infotext, the accordion, XYZ axes,
+settings, messages, the generation lifecycle (lib_hidiff/webui/generation.py) and the CFG++
+sampler bookkeeping (samplers.py) -- is written once. A host adapter (one file in this package)
+answers only what truly differs: where the UNet of a pass is, which script hooks open a sampling
+pass, where the step clock comes from, how CFG++ samplers are registered and how they get the
+unconditional prediction, and where messages go.
+
+The defaults below are the A1111 1.10 ones that forks keep (Forge included): a subclass overrides
+what its host changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:  # install.py imports the adapters in the WebUI's launcher: no torch at import
+    import torch.nn as nn
+
+    from lib_hidiff import cfgpp
+    from lib_hidiff import unet as hd
+
+__all__ = ["Host", "log"]
+
+log = logging.getLogger("hidiffusion")
+
+
+class Host:
+    """One WebUI host. Instances are stateless apart from what a subclass documents."""
+
+    name: ClassVar[str] = "base"
+    label: ClassVar[str] = "WebUI"
+
+    # Script hooks (scripts/hidiffusion.py forwards each to generation.pass_event) after which a
+    # sampling pass starts. A1111 1.10+: process_before_every_sampling runs before the base pass
+    # and again before the hires pass.
+    pass_events: ClassVar[frozenset[str]] = frozenset({"process_before_every_sampling"})
+
+    # -- detection ---------------------------------------------------------------------------------
+    @classmethod
+    def detect(cls) -> bool:
+        """Is the running WebUI this host? (imports only what is already importable)"""
+        return False
+
+    @classmethod
+    def detect_root(cls, webui_root: str) -> bool:
+        """Is the WebUI folder ``webui_root`` this host? (install.py: no WebUI modules loaded)"""
+        return False
+
+    @classmethod
+    def install_problems(cls, webui_root: str, torch_version: str | None, tag: str | None) -> list[str]:
+        """One line per problem install.py should print for this host (empty: all fine)."""
+        return []
+
+    # -- messages ----------------------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        """Show a message in the host's console."""
+        log.warning(message)
+
+    # -- HiDiffusion ---------------------------------------------------------------------------------
+    def unet(self, sd_model: Any) -> nn.Module | None:
+        """The UNet module a generation with ``sd_model`` runs (None: the model has none)."""
+        return None
+
+    def layout(self, sd_model: Any, unet: nn.Module) -> hd.UNetLayout:
+        """The UNet's HiDiffusion layout with this model's native size (raises hd.UnsupportedUNet)."""
+        from lib_hidiff import unet as hd
+
+        layout = hd.inspect_unet(unet)
+        if layout.family == "sd2" and self.v_prediction(sd_model):
+            layout = layout.with_native(96)  # SD 2.x 768-v models are native at 768 px
+        return layout
+
+    def v_prediction(self, sd_model: Any) -> bool:
+        return getattr(sd_model, "parameterization", "eps") == "v"
+
+    def blocking(self, p: Any) -> str | None:
+        """Why HiDiffusion cannot act in this generation at all (one line), or None."""
+        return None
+
+    def adjust(self, p: Any, settings: hd.HiDiffusionSettings, is_hr: bool) -> tuple[hd.HiDiffusionSettings, list[str]]:
+        """Settings for this pass after host features that meet HiDiffusion, and messages to show."""
+        return settings, []
+
+    def is_hires_pass(self, p: Any) -> bool:
+        return bool(getattr(p, "is_hr_pass", False))
+
+    def checkpoint(self, sd_model: Any) -> Any:
+        """Which checkpoint ``sd_model`` holds: a pass closes when another one takes over (refiner)."""
+        info = getattr(sd_model, "sd_checkpoint_info", None)
+        return getattr(info, "filename", info)
+
+    def connect(self) -> None:
+        """Register the host's own WebUI callbacks (the step clock, model loads)."""
+
+    # -- CFG++ samplers -------------------------------------------------------------------------------
+    def register_samplers(self, infos: tuple[cfgpp.SamplerInfo, ...]) -> list[str]:
+        """Put the CFG++ samplers in the host's sampler list; returns the names provided by us."""
+        return []
+
+    def unregister_samplers(self) -> None:
+        """Take them out again (script unload; registration runs anew after a reload)."""
+
+    def registered_samplers(self) -> list[str]:
+        """The display names of the samplers this adapter registered and still provides."""
+        return []

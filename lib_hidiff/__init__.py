@@ -1,4 +1,4 @@
-"""sd-webui-hidiffusion's pure-torch library: HiDiffusion for ldm/sgm UNets and CFG++ samplers.
+"""sd-webui-hidiffusion's pure-torch library: HiDiffusion for ldm/sgm and diffusers UNets, CFG++ samplers.
 
 Never imports the WebUI. Public names are resolved lazily so that ``import lib_hidiff.cfgpp`` does
 not pay for the UNet code and vice versa.
@@ -22,12 +22,12 @@ _EXPORTS = {
     "installed": "lib_hidiff.unet.patcher",
 }
 
-__all__ = [*_EXPORTS, "cfgpp", "unet"]
+__all__ = [*_EXPORTS, "cfgpp", "diffusers", "unet"]
 
 
 def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
-    if name in ("cfgpp", "unet", "webui"):
+    if name in ("cfgpp", "diffusers", "unet", "webui"):
         return importlib.import_module(f"lib_hidiff.{name}")
     raise AttributeError(f"module 'lib_hidiff' has no attribute {name!r}")

@@ -8,6 +8,8 @@
 * :func:`diffusers_twin` converts the weights into a diffusers ``UNet2DConditionModel`` with
   diffusers' own converter, and :class:`OfficialHiDiffusion` drives the official ``hidiffusion``
   package on it (step counters and shift draws scripted) -- the oracle for equivalence tests.
+* :func:`build_diffusers_unet` builds a diffusers ``UNet2DConditionModel`` in the same block
+  layouts directly from a config, and :func:`build_controlnet` a small ``ControlNetModel`` for it.
 
 ldm, diffusers and hidiffusion are imported inside functions.
 """
@@ -29,7 +31,10 @@ __all__ = [
     "FAMILIES",
     "OfficialHiDiffusion",
     "UNetSpec",
+    "build_controlnet",
+    "build_diffusers_unet",
     "build_ldm_unet",
+    "diffusers_config",
     "diffusers_twin",
     "randomize_",
     "sdpa_attention",
@@ -239,6 +244,87 @@ def diffusers_twin(unet: nn.Module, family: str) -> nn.Module:
     return twin.eval()
 
 
+def _level_heads(spec: UNetSpec, width: int, heads: int | None) -> tuple[int, ...]:
+    """Heads per level, as ldm derives them from num_heads / num_head_channels."""
+    kw = _heads_kwargs(spec, width, heads)
+    if kw["num_heads"] != -1:
+        return (kw["num_heads"],) * len(spec.channel_mult)
+    return tuple(width * m // kw["num_head_channels"] for m in spec.channel_mult)
+
+
+def diffusers_config(
+    family: str,
+    width: int = 32,
+    *,
+    heads: int | None = None,
+    context_dim: int | None = None,
+    depths: Sequence[int] | None = None,
+    in_channels: int = 4,
+) -> dict:
+    """A UNet2DConditionModel config in a family's block layout (the layout build_ldm_unet builds)."""
+    spec = FAMILIES[family]
+    depths = tuple(spec.depths if depths is None else depths)
+    attn = [d > 0 for d in depths]
+    return {
+        "sample_size": 32,
+        "in_channels": in_channels,
+        "out_channels": 4,
+        "down_block_types": tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn),
+        "up_block_types": tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
+        "block_out_channels": tuple(width * m for m in spec.channel_mult),
+        "layers_per_block": 2,
+        "cross_attention_dim": spec.context_dim if context_dim is None else context_dim,
+        # diffusers' legacy name: ``attention_head_dim`` holds the number of heads.
+        "attention_head_dim": _level_heads(spec, width, heads),
+        "use_linear_projection": spec.linear,
+        "transformer_layers_per_block": tuple(max(d, 1) for d in depths),
+        "norm_num_groups": 32,
+    }
+
+
+def build_diffusers_unet(
+    family: str,
+    width: int = 32,
+    *,
+    heads: int | None = None,
+    context_dim: int | None = None,
+    depths: Sequence[int] | None = None,
+    seed: int = 0,
+    attn_std: float | None = None,
+    in_channels: int = 4,
+    **overrides,
+) -> nn.Module:
+    """A diffusers UNet2DConditionModel in a family's block layout with random weights (eval, float32).
+
+    ``overrides`` change config entries (e.g. ``downsample_padding=0``).
+    """
+    from diffusers import UNet2DConditionModel
+
+    cfg = diffusers_config(
+        family, width, heads=heads, context_dim=context_dim, depths=depths, in_channels=in_channels
+    )
+    cfg.update(overrides)
+    # deepcopy: diffusers shares activation modules between models (see diffusers_twin).
+    unet = copy.deepcopy(UNet2DConditionModel(**cfg))
+    randomize_(unet, seed=seed, attn_std=attn_std)
+    return unet.eval()
+
+
+def build_controlnet(
+    unet: nn.Module, seed: int = 1, hint_channels: Sequence[int] = (8, 8, 8, 8)
+) -> nn.Module:
+    """A diffusers ControlNetModel for ``unet`` with random weights (its zero convs too, so it acts).
+
+    Its hint image is ``2 ** (len(hint_channels) - 1)`` times the latent size.
+    """
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=tuple(hint_channels))
+    net = copy.deepcopy(net)
+    randomize_(net, seed=seed)
+    return net.eval()
+
+
 # The official code picks the SD1.5 or SDXL path from the pipeline's name.
 _OFFICIAL_NAMES = {
     "sd1": "runwayml/stable-diffusion-v1-5",
@@ -277,15 +363,24 @@ class OfficialHiDiffusion:
         remove_hidiffusion(self.pipe)
 
     def __call__(
-        self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, step: int, shift_k: int = 0
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor,
+        step: int,
+        shift_k: int = 0,
+        **unet_kwargs,
     ) -> torch.Tensor:
-        """Output of the official UNet at step ``step`` with every window shift drawn as ``shift_k``."""
+        """Output of the official UNet at step ``step`` with every window shift drawn as ``shift_k``.
+
+        ``unet_kwargs`` go to the UNet call (e.g. ControlNet residuals, cross_attention_kwargs).
+        """
         for m in self.unet.modules():
             if hasattr(m, "max_timestep") and isinstance(getattr(m, "timestep", None), int):
                 m.timestep = step
         draw = torch.tensor([SHIFT_DRAW[shift_k]])
         with mock.patch("torch.rand", lambda *a, **k: draw.clone()):
-            return self.unet(x, t, encoder_hidden_states=context).sample
+            return self.unet(x, t, encoder_hidden_states=context, **unet_kwargs).sample
 
 
 def ldm_context(unet: nn.Module, context: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:

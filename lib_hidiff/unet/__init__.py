@@ -1,4 +1,4 @@
-"""HiDiffusion (RAU-Net + MSW-MSA) on ldm / sgm UNets: layout inspection, operators, presets, patcher."""
+"""HiDiffusion (RAU-Net + MSW-MSA) on ldm / sgm and diffusers UNets: layout, operators, presets, patcher."""
 
 from .layout import FAMILY_MAPS, UNetLayout, UnsupportedUNet, inspect_unet
 from .patcher import Installation, apply_hidiffusion, install, installed, uninstall, uninstall_all

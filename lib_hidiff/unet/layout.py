@@ -1,9 +1,13 @@
-"""Find where HiDiffusion goes in an ldm / sgm UNet by walking its modules.
+"""Find where HiDiffusion goes in a UNet by walking its modules.
 
 Nothing here trusts flags such as ``is_sdxl`` (the WebUI sets it for the SDXL refiner too): the
 family is read from the structure -- how many resolution levels the input path has (one more than
-its Downsample count) and which levels carry SpatialTransformers. Modules are recognised by class
-name so that ldm, sgm and look-alike test doubles are all handled the same way.
+its Downsample count) and which levels carry transformers. Modules are recognised by class name so
+that ldm, sgm, diffusers and look-alike test doubles are handled without importing any of them.
+
+Two backends share one set of rules. Each reads its UNet into a :class:`Skeleton` in ldm's block
+numbering (``input_blocks[i]`` / ``output_blocks[j]``; a diffusers UNet is numbered the same way by
+:mod:`.layout_diffusers`), and :func:`inspect_unet` turns the skeleton into a :class:`UNetLayout`.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-__all__ = ["FAMILY_MAPS", "UNetLayout", "UnsupportedUNet", "inspect_unet"]
+__all__ = ["FAMILY_MAPS", "Skeleton", "UNetLayout", "UnsupportedUNet", "inspect_unet"]
 
 
 class UnsupportedUNet(Exception):
@@ -41,7 +45,11 @@ FAMILY_MAPS: dict[str, FamilyMap] = {
 
 @dataclass(frozen=True)
 class UNetLayout:
-    """Where HiDiffusion acts in one UNet. Indices refer to ``input_blocks`` / ``output_blocks``."""
+    """Where HiDiffusion acts in one UNet. Indices are ldm's ``input_blocks`` / ``output_blocks``.
+
+    A diffusers UNet uses the same numbering (see :mod:`.layout_diffusers`), so the two backends
+    share presets, block ids of the window shifts and every rule.
+    """
 
     family: str  # "sd1", "sd2" or "sdxl"
     native: tuple[int, int]  # native latent size (h, w); the resolution gate compares areas with it
@@ -54,6 +62,7 @@ class UNetLayout:
     msw_blocks: tuple[tuple[str, int], ...]  # ("input" | "output", block index) with windowed attn1
     n_attn1: int  # number of self-attention modules MSW-MSA wraps
     in_channels: int = 4  # 9 for inpainting models (latent + mask + masked image)
+    backend: str = "ldm"  # "ldm" (ldm / sgm UNetModel) or "diffusers" (UNet2DConditionModel)
 
     @property
     def inpainting(self) -> bool:
@@ -63,6 +72,28 @@ class UNetLayout:
         """A copy with another native size (e.g. 96 for SD 2.x 768-v models)."""
         hw = (side_or_hw, side_or_hw) if isinstance(side_or_hw, int) else tuple(side_or_hw)
         return dataclasses.replace(self, native=hw)
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    """A UNet's blocks in ldm numbering, as a backend reads them: all the rules need to know."""
+
+    backend: str
+    in_levels: tuple[
+        int, ...
+    ]  # resolution level of each input block (a Downsample block: the level it leaves)
+    out_levels: tuple[int, ...]  # the same for output blocks (an Upsample block: the level it leaves)
+    downs: tuple[int, ...]  # input blocks holding a Downsample
+    ups: tuple[int, ...]  # output blocks holding an Upsample
+    in_attn1: tuple[int, ...]  # self-attention modules MSW-MSA can wrap, per input block
+    out_attn1: tuple[int, ...]
+    attn_levels: frozenset[int]  # levels whose input blocks hold a transformer
+    linear_proj: bool  # the first transformer projects with nn.Linear (SD 2.x, SDXL)
+    in_channels: int
+    conv_downs: frozenset[int]  # Downsample blocks running a 2D nn.Conv2d, which RAD can reuse
+
+
+# -- ldm / sgm -----------------------------------------------------------------------------------
 
 
 def child(block: nn.Module, cls_name: str) -> nn.Module | None:
@@ -89,7 +120,7 @@ def _levels(blocks: nn.ModuleList, marker: str, start: int, step: int) -> list[i
 
 
 def block_levels(unet: nn.Module) -> tuple[list[int], list[int]]:
-    """Resolution level of every input and output block (0 = full resolution).
+    """Resolution level of every input and output block of an ldm UNet (0 = full resolution).
 
     A Downsample block belongs to the level it leaves, an Upsample block to the level it leaves.
     """
@@ -97,10 +128,51 @@ def block_levels(unet: nn.Module) -> tuple[list[int], list[int]]:
     return in_levels, _levels(unet.output_blocks, "Upsample", in_levels[-1], -1)
 
 
-def _family(unet: nn.Module, n_levels: int, attn_levels: set[int]) -> str:
+def is_ldm_unet(unet: nn.Module) -> bool:
+    return all(hasattr(unet, name) for name in ("input_blocks", "middle_block", "output_blocks"))
+
+
+def _ldm_skeleton(unet: nn.Module) -> Skeleton:
+    inputs, outputs = unet.input_blocks, unet.output_blocks
+    if len(inputs) != len(outputs) or len(inputs) < 4:
+        raise UnsupportedUNet(
+            f"UNet with {len(inputs)} input and {len(outputs)} output blocks is not a supported layout"
+        )
+    in_levels, out_levels = block_levels(unet)
+    downs = tuple(i for i, blk in enumerate(inputs) if child(blk, "Downsample") is not None)
+    conv_downs = frozenset(
+        i
+        for i in downs
+        if isinstance(getattr(child(inputs[i], "Downsample"), "op", None), nn.Conv2d)
+        and getattr(child(inputs[i], "Downsample"), "dims", 2) == 2
+    )
+    first_st = next(
+        (st for st in (child(blk, "SpatialTransformer") for blk in inputs) if st is not None), None
+    )
+
+    return Skeleton(
+        backend="ldm",
+        in_levels=tuple(in_levels),
+        out_levels=tuple(out_levels),
+        downs=downs,
+        ups=tuple(j for j, blk in enumerate(outputs) if child(blk, "Upsample") is not None),
+        in_attn1=tuple(len(self_attentions(blk)) for blk in inputs),
+        out_attn1=tuple(len(self_attentions(blk)) for blk in outputs),
+        attn_levels=frozenset(
+            lvl for blk, lvl in zip(inputs, in_levels) if child(blk, "SpatialTransformer") is not None
+        ),
+        linear_proj=isinstance(getattr(first_st, "proj_in", None), nn.Linear),
+        in_channels=int(getattr(inputs[0][0], "in_channels", 4)),
+        conv_downs=conv_downs,
+    )
+
+
+# -- the rules, shared by both backends ----------------------------------------------------------
+
+
+def _family(n_levels: int, attn_levels: set[int], linear_proj: bool) -> str:
     if n_levels == 4 and attn_levels == {0, 1, 2}:
-        st = child(unet.input_blocks[1], "SpatialTransformer")
-        return "sd2" if isinstance(getattr(st, "proj_in", None), nn.Linear) else "sd1"
+        return "sd2" if linear_proj else "sd1"
     if n_levels == 3 and attn_levels == {1, 2}:
         return "sdxl"
     if n_levels == 4 and attn_levels == {1, 2}:
@@ -113,32 +185,22 @@ def _family(unet: nn.Module, n_levels: int, attn_levels: set[int]) -> str:
     )
 
 
-def inspect_unet(unet: nn.Module) -> UNetLayout:
-    """Read the HiDiffusion targets from an ldm/sgm ``UNetModel``; raise UnsupportedUNet if they don't exist."""
-    for name in ("input_blocks", "middle_block", "output_blocks"):
-        if not hasattr(unet, name):
-            raise UnsupportedUNet(
-                f"not an ldm/sgm UNet (no {name}); HiDiffusion needs SD 1.x/2.x or SDXL UNets"
-            )
-    inputs, outputs = unet.input_blocks, unet.output_blocks
-    n = len(inputs)
-    if len(outputs) != n or n < 4:
+def layout_from(sk: Skeleton) -> UNetLayout:
+    """Apply HiDiffusion's placement rules to a skeleton; raise UnsupportedUNet where they don't fit."""
+    n = len(sk.in_levels)
+    if len(sk.out_levels) != n or n < 4:
         raise UnsupportedUNet(
-            f"UNet with {n} input and {len(outputs)} output blocks is not a supported layout"
+            f"UNet with {n} input and {len(sk.out_levels)} output blocks is not a supported layout"
         )
-
-    in_levels, out_levels = block_levels(unet)
-    n_levels = in_levels[-1] + 1
-    attn_levels = {lvl for blk, lvl in zip(inputs, in_levels) if child(blk, "SpatialTransformer") is not None}
-    family = _family(unet, n_levels, attn_levels)
+    n_levels = sk.in_levels[-1] + 1
+    family = _family(n_levels, set(sk.attn_levels), sk.linear_proj)
     fmap = FAMILY_MAPS[family]
 
-    downs = [i for i, blk in enumerate(inputs) if child(blk, "Downsample") is not None]
-    ups = [j for j, blk in enumerate(outputs) if child(blk, "Upsample") is not None]
+    downs, ups = sk.downs, sk.ups
     if len(downs) != n_levels - 1 or len(ups) != n_levels - 1:
         raise UnsupportedUNet("UNet's Downsample/Upsample blocks do not mirror each other")
     per_level = [
-        sum(1 for i, lvl in enumerate(in_levels) if lvl == k and i not in downs and i > 0)
+        sum(1 for i, lvl in enumerate(sk.in_levels) if lvl == k and i not in downs and i > 0)
         for k in range(n_levels)
     ]
     if len(set(per_level)) != 1:
@@ -150,30 +212,21 @@ def inspect_unet(unet: nn.Module) -> UNetLayout:
         raise UnsupportedUNet(
             f"output block {rau_output} mirroring the Downsample at input {rad_input} has no Upsample"
         )
-    down = child(inputs[rad_input], "Downsample")
-    if not isinstance(getattr(down, "op", None), nn.Conv2d) or getattr(down, "dims", 2) != 2:
+    if rad_input not in sk.conv_downs:
         raise UnsupportedUNet(
             "Downsample without a 2D conv (avg-pool or 1D/3D variant): RAU-Net needs the conv"
         )
     ca_input = 1 + fmap.ca_level * (per_level[0] + 1)
-    if in_levels[ca_input] != fmap.ca_level or ca_input in downs:
+    if sk.in_levels[ca_input] != fmap.ca_level or ca_input in downs:
         raise UnsupportedUNet("UNet's blocks per level do not match HiDiffusion's CA placement")
 
     # The Upsample in output block j produces the tensor concatenated with input block n-2-j's output.
     upsamples = tuple((j, n - 2 - j) for j in ups)
     msw = tuple(
-        [
-            ("input", i)
-            for i, lvl in enumerate(in_levels)
-            if lvl == fmap.msw_level and self_attentions(inputs[i])
-        ]
-        + [
-            ("output", j)
-            for j, lvl in enumerate(out_levels)
-            if lvl == fmap.msw_level and self_attentions(outputs[j])
-        ]
+        [("input", i) for i, lvl in enumerate(sk.in_levels) if lvl == fmap.msw_level and sk.in_attn1[i]]
+        + [("output", j) for j, lvl in enumerate(sk.out_levels) if lvl == fmap.msw_level and sk.out_attn1[j]]
     )
-    n_attn1 = sum(len(self_attentions((inputs if side == "input" else outputs)[i])) for side, i in msw)
+    n_attn1 = sum((sk.in_attn1 if side == "input" else sk.out_attn1)[i] for side, i in msw)
     return UNetLayout(
         family=family,
         native=(fmap.native, fmap.native),
@@ -185,5 +238,24 @@ def inspect_unet(unet: nn.Module) -> UNetLayout:
         upsamples=upsamples,
         msw_blocks=msw,
         n_attn1=n_attn1,
-        in_channels=int(getattr(inputs[0][0], "in_channels", 4)),
+        in_channels=sk.in_channels,
+        backend=sk.backend,
+    )
+
+
+def inspect_unet(unet: nn.Module) -> UNetLayout:
+    """Read the HiDiffusion targets from an ldm/sgm ``UNetModel`` or a diffusers ``UNet2DConditionModel``.
+
+    Raises UnsupportedUNet (one line) where they don't exist.
+    """
+    if is_ldm_unet(unet):
+        return layout_from(_ldm_skeleton(unet))
+    from . import layout_diffusers  # diffusers itself is never imported: classes are known by name
+
+    if layout_diffusers.is_diffusers_unet(unet):
+        return layout_from(layout_diffusers.skeleton(unet))
+    raise UnsupportedUNet(
+        "not a supported UNet (no input_blocks/middle_block/output_blocks of an ldm/sgm UNetModel, "
+        "no conv_in/down_blocks/up_blocks of a diffusers UNet2DConditionModel); "
+        "HiDiffusion needs SD 1.x/2.x or SDXL UNets"
     )

@@ -1,17 +1,20 @@
 """Install, gate and remove HiDiffusion on one UNet.
 
 Everything sits on small modules: forward hooks on a few blocks, instance ``forward`` overrides on
-the RAD Downsample and the Upsamples, pre/post hooks around ``attn1``. ``UNetModel.forward`` is never
-touched, so a ControlNet-style loop that calls the blocks directly is patched all the same.
+the RAD Downsample and the Upsamples, pre/post hooks around ``attn1``. The UNet's own forward is
+never touched, so a ControlNet-style loop that calls the blocks directly is patched all the same.
+Which modules those are, and the argument names their calls use, come from
+:func:`.targets.targets_for`: one patcher serves ldm/sgm and diffusers UNets.
 
-One gate rules all patches: ``Installation.session`` (None = off). Each UNet call starts at
-``input_blocks[0]``, where the session turns the clock, the latent size and the settings into a
-:class:`CallPlan`; every other patch only reads that plan. With no session, each patch returns at
-its first line.
+One gate rules all patches: ``Installation.session`` (None = off). Each UNet call starts at the
+entry module (ldm ``input_blocks[0]``, diffusers ``conv_in``), where the session turns the clock,
+the latent size and the settings into a :class:`CallPlan`; every other patch only reads that plan.
+With no session, each patch returns at its first line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import weakref
 from collections.abc import Callable, Iterator
@@ -22,10 +25,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .layout import UNetLayout, child, inspect_unet, self_attentions
+from .layout import UNetLayout, inspect_unet
 from .mswmsa import Windowing, plan_windows, shift_for, window_partition, window_reverse
 from .presets import HiDiffusionSettings, SettingsError, row_for
-from .raunet import ca_pool, rad_downsample, resize, upsample_to
+from .raunet import ca_pool, rad_conv, resize, upsample_to
+from .targets import ControlNetSinks, UNetTargets, targets_for
 
 __all__ = [
     "CallPlan",
@@ -139,7 +143,11 @@ class Installation:
         self.layout = layout
         self.session: Session | None = None
         self.call: CallPlan | None = None
+        self.targets: UNetTargets | None = None
         self._timestep: float | None = None
+        # ControlNet residuals held back from this call (diffusers), to add at the real skip sizes
+        self._residuals: tuple[tuple[torch.Tensor, ...], torch.Tensor] | None = None
+        self._sizes_fixed = False  # this call must keep the vanilla sizes (T2I-Adapter residuals)
         self._handles: list[Any] = []
         self._overrides: list[tuple[nn.Module, Any, Callable]] = []
         try:
@@ -179,6 +187,8 @@ class Installation:
         self.session = None
         self.call = None
         self._timestep = None
+        self._residuals = None
+        self._sizes_fixed = False
 
     # -- installation -------------------------------------------------------------------------
     def _hook(self, handle: Any) -> None:
@@ -205,30 +215,30 @@ class Installation:
 
     def _install(self, unet: nn.Module) -> None:
         lay = self.layout
-        inputs, outputs = unet.input_blocks, unet.output_blocks
+        t = self.targets = targets_for(unet, lay)
         self._hook(unet.register_forward_pre_hook(self._unet_pre, with_kwargs=True))
         self._hook(unet.register_forward_hook(self._unet_post))
-        self._hook(inputs[0].register_forward_pre_hook(self._begin))
+        self._hook(t.entry.register_forward_pre_hook(self._begin))
         for idx in sorted({lay.ca_input, *(skip for _, skip in lay.upsamples)}):
-            self._hook(inputs[idx].register_forward_hook(self._make_after_input(idx)))
-        self._hook(outputs[lay.ca_output].register_forward_hook(self._after_ca_output))
+            self._hook(t.skips[idx].register_forward_hook(self._make_after_input(idx)))
+        self._hook(t.ca_output.register_forward_hook(self._after_ca_output))
 
-        down = child(inputs[lay.rad_input], "Downsample")
-        self._rad_op = down.op
-        self._override_forward(down, self._downsample)
-        for j, skip in lay.upsamples:
-            up = child(outputs[j], "Upsample")
+        self._override_forward(t.rad, self._downsample)
+        for j, skip, up in t.upsamples:
             self._override_forward(up, self._make_upsample(j, skip, up))
 
-        block_id = 0
-        for side, idx in lay.msw_blocks:
-            block = (inputs if side == "input" else outputs)[idx]
-            st = child(block, "SpatialTransformer")
-            self._hook(st.register_forward_pre_hook(self._st_pre))
-            for attn in self_attentions(block):
+        block_id = 0  # counts attn1 modules in layout.msw_blocks order: the same ids on every backend
+        for transformer, attn1s in t.transformers:
+            self._hook(transformer.register_forward_pre_hook(self._grid_pre, with_kwargs=True))
+            for attn in attn1s:
                 self._hook(attn.register_forward_pre_hook(self._make_attn_pre(block_id), with_kwargs=True))
                 self._hook(attn.register_forward_hook(self._attn_post))
                 block_id += 1
+
+        if t.controlnet is not None:
+            for block, skips in t.controlnet.up_blocks:
+                self._hook(block.register_forward_pre_hook(self._make_add_residuals(skips), with_kwargs=True))
+            self._hook(t.controlnet.mid.register_forward_hook(self._add_mid_residual))
 
     def remove(self) -> None:
         """Take every patch off; afterwards the UNet holds no trace of this installation."""
@@ -248,18 +258,41 @@ class Installation:
             del _REGISTRY[unet]
 
     # -- the patches ----------------------------------------------------------------------------
-    def _unet_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        # Only the sigma time mode reads the timestep: reading it costs a device sync on GPUs.
-        if self.session is None or self.session.settings.time_mode != "sigma":
+    def _unet_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        self._timestep = None
+        self._residuals = None
+        self._sizes_fixed = False
+        session = self.session
+        if session is None:
             return None
-        t = kwargs.get("timesteps", args[1] if len(args) > 1 else None)
-        self._timestep = (
-            float(t.max()) if torch.is_tensor(t) and t.numel() else (float(t) if t is not None else None)
-        )
+        # Only the sigma time mode reads the timestep: reading it costs a device sync on GPUs.
+        if session.settings.time_mode == "sigma":
+            t = _arg(args, kwargs, 1, self.targets.convention.timestep)
+            self._timestep = (
+                float(t.max()) if torch.is_tensor(t) and t.numel() else (float(t) if t is not None else None)
+            )
+        if self.targets.controlnet is not None:
+            return self._take_residuals(self.targets.controlnet, args, kwargs)
         return None
+
+    def _take_residuals(self, sinks: ControlNetSinks, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        """Hold back ControlNet residuals, to add them at the skip sizes RAU-Net leaves (see ControlNetSinks)."""
+        if kwargs.get(sinks.intrablock_arg) is not None or (
+            kwargs.get(sinks.down_arg) is not None and kwargs.get(sinks.mid_arg) is None
+        ):
+            # T2I-Adapter residuals are added inside the down path at fixed sizes: keep the sizes.
+            self._sizes_fixed = True
+            return None
+        down, mid = kwargs.get(sinks.down_arg), kwargs.get(sinks.mid_arg)
+        if down is None or mid is None or len(down) != self.layout.n_blocks:
+            return None
+        self._residuals = (tuple(down), mid)
+        return args, {**kwargs, sinks.down_arg: None, sinks.mid_arg: None}
 
     def _unet_post(self, module: nn.Module, args: tuple, output: Any) -> None:
         self._timestep = None
+        self._residuals = None
+        self._sizes_fixed = False
         self.call = None
         return None
 
@@ -272,54 +305,76 @@ class Installation:
         native = self.layout.native
         if session.settings.gate and hw[0] * hw[1] <= native[0] * native[1]:
             return None
-        self.call = session.plan(self.layout, hw, self._timestep)
+        call = session.plan(self.layout, hw, self._timestep)
+        if self._sizes_fixed and (call.rad_on or call.ca_on):
+            _warn_once("HiDiffusion: RAU-Net stays off while T2I-Adapter residuals are given; MSW-MSA runs")
+            call.rad_on = call.ca_on = False
+        self.call = call
         return None
 
     def _make_after_input(self, idx: int) -> Callable:
-        def after_input(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor | None:
+        def after_input(module: nn.Module, args: tuple, out: Any) -> Any:
             call = self.call
             if call is None:
                 return None
+            h = _first_tensor(out)
             if idx == self.layout.ca_input and call.ca_on:
-                call.ca_size = (int(out.shape[-2]), int(out.shape[-1]))
-                out = ca_pool(out)
-            call.skip_hw[idx] = (int(out.shape[-2]), int(out.shape[-1]))
+                call.ca_size = (int(h.shape[-2]), int(h.shape[-1]))
+                h = ca_pool(h)
+                out = _with_first(out, h)
+            call.skip_hw[idx] = (int(h.shape[-2]), int(h.shape[-1]))
             return out
 
         return after_input
 
-    def _after_ca_output(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor | None:
+    def _after_ca_output(self, module: nn.Module, args: tuple, out: Any) -> Any:
         call = self.call
         if call is None or not call.ca_on or call.ca_size is None:
             return None
-        return resize(out, call.ca_size, self.session.settings.ca_upscale)
+        return _with_first(out, resize(_first_tensor(out), call.ca_size, self.session.settings.ca_upscale))
 
-    def _downsample(self, original: Callable, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def _downsample(self, original: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
         call = self.call
         if call is None or not call.rad_on:
-            return original(x, *args, **kwargs)
-        return rad_downsample(self._rad_op, x)
+            return original(*args, **kwargs)
+        # The Downsample's own forward runs (its norm, manual padding, hooks) around the RAD conv.
+        with rad_conv(self.targets.rad_conv):
+            return original(*args, **kwargs)
 
     def _make_upsample(self, j: int, skip: int, up: nn.Module) -> Callable:
         is_rau = j == self.layout.rau_output
+        conv = self.targets.convention
 
-        def upsample(original: Callable, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        def upsample(original: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
             call = self.call
             size = call.skip_hw.get(skip) if call is not None else None
             if size is None:
-                return original(x, *args, **kwargs)
+                return original(*args, **kwargs)
             mode = self.session.settings.rau_upscale if (is_rau and call.rad_on) else "nearest"
-            return upsample_to(up, x, size, mode)
+            x = _arg(args, kwargs, 0, conv.hidden)
+            if conv.upsample_size is None:  # ldm/sgm: the Upsample only doubles; resize, then its conv
+                return upsample_to(up, x, size, mode)
+            # diffusers: its Upsample2D interpolates (nearest) to an output size, then convolves.
+            if mode != "nearest":
+                x = resize(x, size, mode)  # the nearest step to the same size is then the identity
+            kwargs = {k: v for k, v in kwargs.items() if k != conv.hidden}
+            if len(args) > 1:  # the size given positionally: replace it there
+                return original(x, size, *args[2:], **kwargs)
+            return original(x, **{**kwargs, conv.upsample_size: size})
 
         return upsample
 
-    def _st_pre(self, module: nn.Module, args: tuple) -> None:
+    def _grid_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         call = self.call
-        if call is not None and args:
-            call.st_hw = (int(args[0].shape[-2]), int(args[0].shape[-1]))
+        if call is not None:
+            x = _arg(args, kwargs, 0, self.targets.convention.hidden)
+            if x is not None:
+                call.st_hw = (int(x.shape[-2]), int(x.shape[-1]))
         return None
 
     def _make_attn_pre(self, block_id: int) -> Callable:
+        conv = self.targets.convention
+
         def attn_pre(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
             call = self.call
             if call is None:
@@ -328,27 +383,28 @@ class Installation:
             call.windows.append((module, win))
             if win is None:
                 return None
-            x = args[0]
+            x = _arg(args, kwargs, 0, conv.attn_x)
             xw = window_partition(x, win)
-            new_args = (xw, *args[1:])
-            if len(args) > 1 and args[1] is x:  # self-attention written as context=x
-                new_args = (xw, xw, *args[2:])
-            if kwargs.get("context") is x:
-                kwargs = {**kwargs, "context": xw}
-            return new_args, kwargs
+            # Self-attention written as context=x gets the windows as its context too.
+            args = tuple(xw if a is x else a for a in args)
+            kwargs = {k: (xw if v is x else v) for k, v in kwargs.items()}
+            return args, kwargs
 
         return attn_pre
 
     def _windowing(self, call: CallPlan, block_id: int, args: tuple, kwargs: dict) -> Windowing | None:
-        if not call.msw_on or not args or call.st_hw is None:
+        if not call.msw_on or call.st_hw is None:
             return None
-        x = args[0]
-        context = kwargs["context"] if "context" in kwargs else (args[1] if len(args) > 1 else None)
+        conv = self.targets.convention
+        x = _arg(args, kwargs, 0, conv.attn_x)
+        if not torch.is_tensor(x):
+            return None
+        context = _arg(args, kwargs, 1, conv.attn_context)
         if (
             context is not None and context is not x
-        ):  # real cross-attention (disable_self_attn, reference banks)
+        ):  # real cross-attention (disable_self_attn, only_cross_attention, reference banks)
             return None
-        if kwargs.get("mask") is not None or kwargs.get("additional_tokens") is not None:
+        if _arg(args, kwargs, 2, conv.attn_mask) is not None or kwargs.get("additional_tokens") is not None:
             return None
         if kwargs.get("n_times_crossframe_attn_in_self", 0):
             return None
@@ -357,12 +413,65 @@ class Installation:
             return None
         return plan_windows(h, w, self.session.shift(call.step_key, block_id))
 
-    def _attn_post(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor | None:
+    def _attn_post(self, module: nn.Module, args: tuple, out: Any) -> Any:
         call = self.call
         if call is None or not call.windows or call.windows[-1][0] is not module:
             return None
         _, win = call.windows.pop()
-        return None if win is None else window_reverse(out, win)
+        return None if win is None else _with_first(out, window_reverse(_first_tensor(out), win))
+
+    def _make_add_residuals(self, skips: tuple[int, ...]) -> Callable:
+        arg = self.targets.controlnet.skips_arg
+
+        def add_residuals(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+            if self._residuals is None:
+                return None
+            down = self._residuals[0]
+            have = _arg(args, kwargs, 1, arg)
+            summed = tuple(
+                h + _fit(down[i], h) for h, i in zip(have, skips)
+            )  # diffusers' order: skip + residual
+            if arg in kwargs or len(args) < 2:
+                return args, {**kwargs, arg: summed}
+            return (args[0], summed, *args[2:]), kwargs
+
+        return add_residuals
+
+    def _add_mid_residual(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor | None:
+        if self._residuals is None:
+            return None
+        return out + _fit(self._residuals[1], out)
+
+
+def _arg(args: tuple, kwargs: dict, pos: int, name: str) -> Any:
+    """A call argument given by keyword or at its usual position."""
+    if name in kwargs:
+        return kwargs[name]
+    return args[pos] if len(args) > pos else None
+
+
+def _first_tensor(out: Any) -> torch.Tensor:
+    """The tensor a block returned: itself, the first item of a tuple, or ``.sample`` (diffusers outputs)."""
+    if torch.is_tensor(out):
+        return out
+    if isinstance(out, (tuple, list)):
+        return out[0]
+    return out.sample
+
+
+def _with_first(out: Any, value: torch.Tensor) -> Any:
+    """``out`` with its tensor replaced, in the same container."""
+    if torch.is_tensor(out):
+        return value
+    if isinstance(out, (tuple, list)):
+        return type(out)((value, *out[1:]))
+    return dataclasses.replace(out, sample=value)
+
+
+def _fit(residual: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A ControlNet residual at the size of the feature it is added to (area-averaged when smaller)."""
+    size = tuple(like.shape[-2:])
+    return residual if tuple(residual.shape[-2:]) == size else resize(residual, size, "area")
 
 
 def installed(unet: nn.Module) -> Installation | None:

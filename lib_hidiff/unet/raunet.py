@@ -1,17 +1,21 @@
 """RAU-Net operators: resolution-aware down/up-sampling and the CA pool/unpool pair.
 
-RAD calls the block's own Downsample conv with stride 4 / padding 2 / dilation 2, so whatever the
-WebUI hooks into ``Conv2d.forward`` (LoRA/LoCon, fp8 casts, tiling's circular padding, lowvram)
-still applies. RAU resizes straight to the skip tensor's size before the Upsample's conv.
+RAD runs the block's own Downsample (and so its own conv module) with the conv set to stride 4 /
+padding 2 / dilation 2, so whatever the host hooks into the Downsample or ``Conv2d.forward``
+(LoRA/LoCon, fp8 casts, tiling's circular padding, lowvram, diffusers' manual padding) still
+applies. RAU resizes straight to the skip tensor's size before the Upsample's conv.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ca_pool", "rad_downsample", "resize", "upsample_to"]
+__all__ = ["ca_pool", "rad_conv", "resize", "upsample_to"]
 
 _RAD = {"stride": (4, 4), "padding": (2, 2), "dilation": (2, 2)}
 
@@ -28,8 +32,9 @@ def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     return y.to(dtype) if upcast else y
 
 
-def rad_downsample(op: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """Run the Downsample conv as a x4 dilated conv (output ceil(H/4)), restoring it afterwards."""
+@contextmanager
+def rad_conv(op: nn.Conv2d) -> Iterator[nn.Conv2d]:
+    """The Downsample conv as a x4 dilated conv (output ceil(H/4)) inside the block, restored after."""
     saved = {name: getattr(op, name) for name in _RAD}
     saved_pad = getattr(op, "_reversed_padding_repeated_twice", None)
     try:
@@ -37,7 +42,7 @@ def rad_downsample(op: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
             setattr(op, name, value)
         if op.padding_mode != "zeros":  # e.g. the WebUI's "Tiling" (circular) pads from this cache
             op._reversed_padding_repeated_twice = [2, 2, 2, 2]
-        return op(x)
+        yield op
     finally:
         for name, value in saved.items():
             setattr(op, name, value)

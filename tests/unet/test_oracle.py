@@ -1,12 +1,17 @@
 """Equivalence with the official implementation (hidiffusion 0.1.10 on a diffusers twin).
 
-Both UNets hold the same random weights. The official code's step counters are set to step i of N
-and its ``torch.rand`` is scripted to the shift bucket k; ours gets the clock (i, N) and the fixed
-shift k. The grid crosses every threshold: RAD on/off, CA on/off, the SDXL aggressive boundary,
-the 2048/4096 row switch, the Turbo row, non-square and odd feature maps.
+All UNets hold the same random weights: an ldm UNet, its diffusers twin (diffusers' own converter)
+running the official code, and an untouched copy of that twin running ours. The official code's
+step counters are set to step i of N and its ``torch.rand`` is scripted to the shift bucket k; ours
+gets the clock (i, N) and the fixed shift k. Every case checks both of our backends against the
+official output, and our two backends against each other (cross-backend). The grid crosses every
+threshold: RAD on/off, CA on/off, the SDXL aggressive boundary, the 2048/4096 row switch, the Turbo
+row, non-square and odd feature maps.
 """
 
+import copy
 from contextlib import contextmanager
+from dataclasses import dataclass
 from unittest import mock
 
 import pytest
@@ -15,10 +20,21 @@ import torch
 import lib_hidiff as hd
 from lib_hidiff import zoo
 
-from .helpers import call, inputs, tiny
+from .helpers import call, inputs, tiny, tiny_diffusers
 
-TOL = 1e-4
-MAX_REL: dict[str, float] = {}
+TOL = 1e-4  # relative, against the official output
+CROSS_TOL = 1e-5  # relative, ours on ldm against ours on diffusers
+MAX_REL: dict[str, float] = {}  # "<backend> <family>" -> max relative difference to the official output
+MAX_CROSS: dict[str, float] = {}  # family -> max relative difference between our two backends
+
+
+@dataclass
+class Oracle:
+    """An ldm UNet, the official code on its diffusers twin, and our diffusers UNet (a twin copy)."""
+
+    unet: torch.nn.Module
+    off: zoo.OfficialHiDiffusion
+    diffusers: torch.nn.Module
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +45,26 @@ def oracles():
         key = (family, model, fresh_key)
         if key not in made:
             unet = tiny(family, **kw)
-            made[key] = (unet, zoo.OfficialHiDiffusion(zoo.diffusers_twin(unet, family), model, steps=50))
+            twin = zoo.diffusers_twin(unet, family)
+            ours = copy.deepcopy(twin)  # before the official code patches the twin's classes
+            made[key] = Oracle(unet, zoo.OfficialHiDiffusion(twin, model, steps=50), ours)
         return made[key]
 
     yield get
-    for _, off in made.values():
-        off.remove()
+    for oracle in made.values():
+        oracle.off.remove()
 
 
-def _check(unet, off, family, preset, hw, n, steps, k):
+def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got - want).abs().max() / want.abs().max()).item()
+
+
+def _record(table: dict[str, float], key: str, value: float) -> None:
+    table[key] = max(table.get(key, 0.0), value)
+
+
+def _check(oracle, family, preset, hw, n, steps, k):
+    unet, off, twin = oracle.unet, oracle.off, oracle.diffusers
     x, t, c = inputs(unet, *hw, seed=hw[0] * 7 + hw[1])
     off.pipe._num_timesteps = n
     vanilla = None
@@ -50,13 +77,18 @@ def _check(unet, off, family, preset, hw, n, steps, k):
         with torch.no_grad():
             want = off(x, t, c, step=i, shift_k=k)
         settings = hd.HiDiffusionSettings(preset=preset, msw_shift=k)
-        with hd.apply_hidiffusion(unet, settings, progress=lambda i=i: (i, n), seed=0):
-            got = call(unet, x, t, c)
-        assert got.shape == (x.shape[0], 4, *x.shape[2:])
-        rel = ((got - want).abs().max() / want.abs().max()).item()
-        MAX_REL[family] = max(MAX_REL.get(family, 0.0), rel)
-        print(f"{family} {preset} {hw[0]}x{hw[1]} N={n} i={i} k={k}: max rel diff {rel:.2e}")
-        assert rel <= TOL, f"step {i}: {rel}"
+        got = {}
+        for name, model in (("ldm", unet), ("diffusers", twin)):
+            with hd.apply_hidiffusion(model, settings, progress=lambda i=i: (i, n), seed=0):
+                got[name] = call(model, x, t, c)
+            assert got[name].shape == (x.shape[0], 4, *x.shape[2:])
+            rel = _rel(got[name], want)
+            _record(MAX_REL, f"{name} {family}", rel)
+            print(f"{name} {family} {preset} {hw[0]}x{hw[1]} N={n} i={i} k={k}: max rel diff {rel:.2e}")
+            assert rel <= TOL, f"{name}, step {i}: {rel}"
+        cross = _rel(got["ldm"], got["diffusers"])
+        _record(MAX_CROSS, family, cross)
+        assert cross <= CROSS_TOL, f"ldm vs diffusers, step {i}: {cross}"
         if vanilla is not None:
             assert ((vanilla - want).abs().max() / want.abs().max()).item() > 1e-2  # HiDiffusion did act
 
@@ -94,24 +126,20 @@ SD1_GRID = [
 
 @pytest.mark.parametrize(("hw", "n", "steps", "k"), SD1_GRID)
 def test_sd15_layout_matches_official(oracles, hw, n, steps, k):
-    unet, off = oracles("sd1", "sd1")
-    _check(unet, off, "sd1", "auto", hw, n, steps, k)
+    _check(oracles("sd1", "sd1"), "sd1", "auto", hw, n, steps, k)
 
 
 def test_sd15_2048_row_thresholds_match_official(oracles):
-    unet, off = oracles("sd1", "sd1")
     with official_row("sd15_1024", "sd15_2048"):  # CA for i < int(20*0.3) = 6, RAD for i < 14
-        _check(unet, off, "sd1", "sd15_2048", (88, 72), 20, (5, 6, 13, 14), 2)
+        _check(oracles("sd1", "sd1"), "sd1", "sd15_2048", (88, 72), 20, (5, 6, 13, 14), 2)
 
 
 def test_sd15_2048_row_at_real_size_matches_official(oracles):
-    unet, off = oracles("sd1", "sd1")
-    _check(unet, off, "sd1", "auto", (256, 256), 10, (2,), 0)  # auto picks the 2048 row: RAD + CA
+    _check(oracles("sd1", "sd1"), "sd1", "auto", (256, 256), 10, (2,), 0)  # auto picks the 2048 row: RAD + CA
 
 
 def test_sd2_layout_matches_official(oracles):
-    unet, off = oracles("sd2", "sd2")
-    _check(unet, off, "sd2", "auto", (80, 72), 10, (0, 4), 1)
+    _check(oracles("sd2", "sd2"), "sd2", "auto", (80, 72), 10, (0, 4), 1)
 
 
 SDXL_GRID = [
@@ -123,35 +151,57 @@ SDXL_GRID = [
 
 @pytest.mark.parametrize(("hw", "n", "steps", "k"), SDXL_GRID)
 def test_sdxl_layout_matches_official(oracles, hw, n, steps, k):
-    unet, off = oracles("sdxl", "sdxl")
-    _check(unet, off, "sdxl", "auto", hw, n, steps, k)
+    _check(oracles("sdxl", "sdxl"), "sdxl", "auto", hw, n, steps, k)
 
 
 def test_sdxl_4096_row_thresholds_match_official(oracles):
     # A fresh official instance: upstream keeps a stale aggressive flag after a < 4096 run (its bug B5).
-    unet, off = oracles("sdxl", "sdxl", fresh_key="4096")
+    oracle = oracles("sdxl", "sdxl", fresh_key="4096")
     with official_row("sdxl_2048", "sdxl_4096", aggressive=False):  # RAD for i < 15, CA for i < 35
-        _check(unet, off, "sdxl", "sdxl_4096", (144, 136), 50, (14, 15, 34, 35), 0)
+        _check(oracle, "sdxl", "sdxl_4096", (144, 136), 50, (14, 15, 34, 35), 0)
 
 
 def test_sdxl_4096_row_at_real_size_matches_official(oracles):
-    unet, off = oracles("sdxl", "sdxl", fresh_key="4096-real")
-    _check(unet, off, "sdxl", "auto", (512, 512), 10, (2,), 1)  # auto picks the 4096 row: RAD + CA
+    _check(
+        oracles("sdxl", "sdxl", fresh_key="4096-real"), "sdxl", "auto", (512, 512), 10, (2,), 1
+    )  # auto picks the 4096 row: RAD + CA
 
 
 def test_sdxl_turbo_row_matches_official(oracles):
-    unet, off = oracles("sdxl", "sdxl_turbo")
-    _check(unet, off, "sdxl", "sdxl_turbo", (144, 144), 4, (1, 2), 3)  # CA only, for i < int(4*0.5)
+    _check(
+        oracles("sdxl", "sdxl_turbo"), "sdxl", "sdxl_turbo", (144, 144), 4, (1, 2), 3
+    )  # CA only, for i < int(4*0.5)
 
 
 def test_sdxl_inpainting_matches_official(oracles):
     # Upstream runs inpainting models without the aggressive schedule: CA for i < 20, never RAD.
-    unet, off = oracles("sdxl", "sdxl_inpainting", in_channels=9)
-    _check(unet, off, "sdxl", "auto", (144, 136), 50, (0, 19, 20), 2)
+    _check(oracles("sdxl", "sdxl_inpainting", in_channels=9), "sdxl", "auto", (144, 136), 50, (0, 19, 20), 2)
+
+
+def test_diffusers_unet_built_from_its_own_config_matches_official():
+    # Not a converted twin: a UNet2DConditionModel made by diffusers from a config, weights drawn there.
+    ours = tiny_diffusers("sd1", seed=11)
+    off = zoo.OfficialHiDiffusion(copy.deepcopy(ours), "sd1", steps=10)
+    try:
+        x, t, c = inputs(ours, 88, 72, seed=5)
+        for i in (0, 4):
+            with torch.no_grad():
+                want = off(x, t, c, step=i, shift_k=2)
+            with hd.apply_hidiffusion(
+                ours, hd.HiDiffusionSettings(msw_shift=2), progress=lambda i=i: (i, 10)
+            ):
+                got = call(ours, x, t, c)
+            rel = _rel(got, want)
+            _record(MAX_REL, "diffusers sd1", rel)
+            assert rel <= TOL, f"step {i}: {rel}"
+    finally:
+        off.remove()
 
 
 def test_report_max_differences():
     print(
         "max relative difference to the official implementation:", {k: f"{v:.1e}" for k, v in MAX_REL.items()}
     )
-    assert MAX_REL and all(v <= TOL for v in MAX_REL.values())
+    print("max relative difference ldm vs diffusers (ours):", {k: f"{v:.1e}" for k, v in MAX_CROSS.items()})
+    assert {k.split()[0] for k in MAX_REL} == {"ldm", "diffusers"}
+    assert all(v <= TOL for v in MAX_REL.values()) and all(v <= CROSS_TOL for v in MAX_CROSS.values())

@@ -7,25 +7,9 @@ import torch.nn as nn
 import lib_hidiff as hd
 
 from .helpers import call, cast_unet, inputs, tiny
+from .helpers import traces as _traces
 
 S = hd.HiDiffusionSettings
-
-
-def _traces(unet: nn.Module) -> list[str]:
-    """Every hook or instance attribute a patch could have left behind."""
-    left = []
-    for name, m in unet.named_modules():
-        for kind in (
-            "_forward_hooks",
-            "_forward_pre_hooks",
-            "_forward_hooks_with_kwargs",
-            "_forward_pre_hooks_with_kwargs",
-        ):
-            if getattr(m, kind, None):
-                left.append(f"{name}.{kind}")
-        if "forward" in m.__dict__:
-            left.append(f"{name}.forward")
-    return left
 
 
 @pytest.fixture()

@@ -5,6 +5,10 @@
 `model(x, sigma * s_in, **extra_args)` returns the guided x0 D_u + λ (D_c − D_u), λ being
 extra_args["cond_scale"] as given, and then holds the unconditional x0 of that call in
 `model.last_denoised_uncond`. Pure torch; k-diffusion is imported only to draw default noise.
+
+    y = invert_cfgpp(model, x, sigmas_ascending, extra_args=None, callback=None, disable=None, iterations=0)
+
+is the inverse of Euler CFG++ / DDIM CFG++ (η = 0): sampling from y over sigmas_ascending.flip(0) gives x.
 """
 
 from .ddim import ddim_sigmas, ddim_timesteps, sample_ddim_cfgpp
@@ -16,6 +20,7 @@ from .dpmpp import (
 )
 from .euler import sample_euler_ancestral_cfgpp, sample_euler_cfgpp
 from .guided import UNCOND_ATTR, GuidedDenoiser
+from .inversion import invert_cfgpp
 from .noise import ancestral_step
 from .registry import SAMPLERS, SAMPLERS_BY_KEY, SamplerInfo
 from .scale import SCALE_MODES, cfg_from_lambda, equivalent_cfg_scales, lambda_from_cfg
@@ -33,6 +38,7 @@ __all__ = [
     "ddim_sigmas",
     "ddim_timesteps",
     "equivalent_cfg_scales",
+    "invert_cfgpp",
     "lambda_from_cfg",
     "sample_ddim_cfgpp",
     "sample_dpmpp_2m_cfgpp",

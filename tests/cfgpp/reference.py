@@ -176,3 +176,25 @@ def ref_ddim(guided, x, sigmas, noise, eta=0.0, s_noise=1.0):
             z = z + sigma_eta * s_noise * noise.draw((sigma, sigma_next))
         x = z / math.sqrt(a_next)
     return x
+
+
+def ref_invert_cfgpp(guided, x, sigmas):
+    """The CFG++ paper's DDIM inversion (official `InversionDDIMCFGpp.inversion`), in VP form.
+
+    `sigmas` ascends; ᾱ = 1/(1 + σ²), z = √ᾱ x. Per step the ε-model is read at the current latent z
+    with the higher noise level (in VE terms at z / √ᾱ_t, σ_t); the ε's are frozen and
+        x̂0 = (z − √(1−ᾱ_prev) ε_u) / √ᾱ_prev,   z ← √ᾱ_t x̂0 + √(1−ᾱ_t) ε_λ.
+    Returns the VE latent at sigmas[-1].
+    """
+    a_prev = 1 / (1 + sigmas[0] ** 2)
+    z = math.sqrt(a_prev) * x
+    for i in range(len(sigmas) - 1):
+        sigma_t = sigmas[i + 1]
+        a_t = 1 / (1 + sigma_t**2)
+        x_in = z / math.sqrt(a_t)
+        d_lam, d_u = guided(x_in, sigma_t)
+        eps_lam, eps_u = (x_in - d_lam) / sigma_t, (x_in - d_u) / sigma_t
+        x0 = (z - math.sqrt(1 - a_prev) * eps_u) / math.sqrt(a_prev)
+        z = math.sqrt(a_t) * x0 + math.sqrt(1 - a_t) * eps_lam
+        a_prev = a_t
+    return z / math.sqrt(a_prev)

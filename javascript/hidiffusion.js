@@ -1,60 +1,113 @@
-// sd-webui-hidiffusion: a hint in the HiDiffusion accordion when the image is not larger than the
-// loaded model's native size (HiDiffusion then leaves the generation unchanged).
-// Nothing functional depends on this file; the HTTP API never runs it.
+// sd-webui-hidiffusion: the hint in the HiDiffusion accordion says what HiDiffusion will do with the
+// current size, steps, sampler and settings -- the preset row `auto` picks, the steps RAU-Net and
+// MSW-MSA run on, and a warning when an enabled part runs on no step. It asks the read-only route
+// below (API clients can ask it too). Nothing functional depends on this file.
 (function() {
+    const ROUTE = "./hidiffusion/schedule";
     const TABS = ["txt2img", "img2img"];
-    let cached = {model: null, info: null};
+    const asked = {}; // tab -> the last query sent
+    const timers = {};
 
-    async function nativeSize() {
-        const model = (typeof opts !== "undefined" && opts.sd_model_checkpoint) || "";
-        if (cached.info && cached.model === model) return cached.info;
-        try {
-            const response = await fetch("./hidiffusion/native-size");
-            if (!response.ok) return null;
-            cached = {model: model, info: await response.json()};
-        } catch (e) {
-            return null;
-        }
-        return cached.info;
+    function find(id, inner) {
+        return gradioApp().querySelector(inner ? `#${id} ${inner}` : `#${id}`);
     }
 
-    function numberIn(id) {
-        const input = gradioApp().querySelector(`#${id} input[type=number]`);
-        return input ? Number(input.value) : NaN;
+    function number(id) {
+        const input = find(id, "input[type=number]");
+        return input ? input.value : "";
+    }
+
+    function checked(id) {
+        const box = find(id);
+        const input = box && box.tagName === "INPUT" ? box : find(id, "input[type=checkbox]");
+        return Boolean(input && input.checked);
+    }
+
+    function choice(id) {
+        const input = find(id, "input[type=radio]:checked") || find(id, "input");
+        return input ? input.value : "";
+    }
+
+    function query(tab) {
+        const ours = (name) => `script_${tab}_hidiffusion_${name}`;
+        const q = {
+            width: number(`${tab}_width`),
+            height: number(`${tab}_height`),
+            steps: number(`${tab}_steps`),
+            sampler: choice(`${tab}_sampling`),
+            preset: choice(ours("preset")),
+            raunet: checked(ours("raunet")),
+            mswmsa: checked(ours("mswmsa")),
+            time_mode: choice(ours("time_mode")),
+            msw_start: number(ours("msw_start")),
+            msw_end: number(ours("msw_end")),
+        };
+        if (checked(ours("custom_timing"))) {
+            for (const name of ["t1", "t2", "aggressive"]) q[name] = number(ours(name));
+        }
+        if (tab === "img2img") {
+            q.denoising = number("img2img_denoising_strength");
+        } else if (checked("txt2img_hr-checkbox")) {
+            Object.assign(q, {
+                enable_hr: true,
+                hires: choice(ours("hires")),
+                hr_scale: number("txt2img_hr_scale"),
+                hr_resize_x: number("txt2img_hr_resize_x"),
+                hr_resize_y: number("txt2img_hr_resize_y"),
+                hr_steps: number("txt2img_hires_steps"),
+            });
+            const hrSampler = choice("hr_sampler");
+            if (hrSampler && hrSampler !== "Use same sampler") q.hr_sampler = hrSampler;
+        }
+        const model = (typeof opts !== "undefined" && opts.sd_model_checkpoint) || "";
+        return new URLSearchParams(q).toString() + "#" + model; // a new model: ask again
     }
 
     async function update(tab) {
         const hint = gradioApp().getElementById(`script_${tab}_hidiffusion_size_hint`);
-        const enabled = gradioApp().querySelector(`#script_${tab}_hidiffusion_enabled-visible-checkbox`);
         if (!hint) return;
+        const enabled = checked(`script_${tab}_hidiffusion_enabled-visible-checkbox`);
+        const q = enabled ? query(tab) : "";
+        if (q === asked[tab]) return;
+        asked[tab] = q;
         let text = "";
-        if (enabled && enabled.checked) {
-            const info = await nativeSize();
-            const width = numberIn(`${tab}_width`);
-            const height = numberIn(`${tab}_height`);
-            if (info && info.hint && info.supported && width * height <= info.width * info.height) {
-                text = `${width}×${height} is not above this model's native ${info.width}×${info.height}: ` +
-                    "HiDiffusion changes nothing here";
+        if (enabled) {
+            try {
+                const response = await fetch(`${ROUTE}?${q.split("#")[0]}`);
+                const info = response.ok ? await response.json() : null;
+                if (info && info.hint) {
+                    const warnings = (info.warnings || []).map((w) => `⚠ ${w}`);
+                    text = info.error || [info.text, ...warnings].filter(Boolean).join(" ");
+                }
+            } catch (e) {
+                text = "";
             }
         }
-        hint.textContent = text;
+        if (asked[tab] === q) hint.textContent = text;
+    }
+
+    function later(tab) {
+        clearTimeout(timers[tab]);
+        timers[tab] = setTimeout(() => update(tab), 300);
     }
 
     onUiLoaded(function() {
         for (const tab of TABS) {
-            const watched = [`${tab}_width`, `${tab}_height`, `script_${tab}_hidiffusion_enabled-visible-checkbox`];
-            for (const id of watched) {
-                const element = gradioApp().getElementById(id);
-                if (element) {
-                    element.addEventListener("input", () => update(tab));
-                    element.addEventListener("change", () => update(tab));
-                }
+            const panel = gradioApp().getElementById(`tab_${tab}`);
+            if (panel) {
+                panel.addEventListener("input", () => later(tab));
+                panel.addEventListener("change", () => later(tab));
             }
             update(tab);
         }
     });
 
+    // Dropdowns, pasted parameters and "Send to" change values without input events.
+    onAfterUiUpdate(function() {
+        for (const tab of TABS) later(tab);
+    });
+
     onOptionsChanged(function() {
-        for (const tab of TABS) update(tab);
+        for (const tab of TABS) later(tab);
     });
 })();

@@ -28,7 +28,7 @@ from typing import Any
 
 import lib_hidiff.unet as hd
 
-from . import hosts, infotext, messages
+from . import hosts, infotext, messages, schedule
 from .args import ArgsError, ScriptArgs, parse_args, xyz_overrides
 from .messages import note
 
@@ -62,16 +62,22 @@ class Activation:
     is_hr: bool
     clock: Any = None  # the CFG denoiser of this pass, or (step, total) from an older WebUI
     source: Callable[[], Any] | None = None  # a host's own clock (no CFG denoiser there)
+    # Runs once, at the pass's first real clock reading: (reading, sampler steps or None).
+    on_first_reading: Callable[[Any, int | None], None] | None = None
 
     def progress(self) -> Any:
         if self.source is not None:
-            return self.source()
-        clock = self.clock
-        if clock is None:
-            return (0, 1)
-        if isinstance(clock, tuple):
-            return clock
-        return (int(clock.step), max(int(clock.total_steps or 1), 1))
+            value = self.source()
+        elif self.clock is None:
+            return (0, 1)  # no clock yet: not a reading of this pass's schedule
+        elif isinstance(self.clock, tuple):
+            value = self.clock
+        else:
+            value = (int(self.clock.step), max(int(self.clock.total_steps or 1), 1))
+        if self.on_first_reading is not None:
+            first, self.on_first_reading = self.on_first_reading, None
+            first(value, getattr(self.clock, "steps", None))
+        return value
 
 
 _current: Activation | None = None
@@ -224,6 +230,7 @@ def open_pass(
             _patched.append(weakref.ref(unet))
         installation = hd.install(unet, layout)
         act = Activation(installation, weakref.ref(sd_model), host.checkpoint(sd_model), is_hr, source=progress)
+        act.on_first_reading = _schedule_check(p, layout, settings, is_hr)
         installation.activate(settings, progress=act.progress, seed=_seed(p))
     except (hd.SettingsError, hd.UnsupportedUNet) as e:
         note(p, f"{e}; generating without HiDiffusion")
@@ -232,6 +239,43 @@ def open_pass(
         return None
     _current = act
     return act
+
+
+def _pass_size(p: Any, is_hr: bool) -> tuple[int, int]:
+    """(width, height) in pixels of the pass: the hires pass samples at ``hr_upscale_to_x/y``."""
+    if is_hr:
+        scale = float(getattr(p, "hr_scale", 1.0) or 1.0)
+        return (
+            int(getattr(p, "hr_upscale_to_x", 0) or p.width * scale),
+            int(getattr(p, "hr_upscale_to_y", 0) or p.height * scale),
+        )
+    return int(p.width), int(p.height)
+
+
+def _schedule_check(p: Any, layout: hd.UNetLayout, settings: hd.HiDiffusionSettings, is_hr: bool) -> Callable:
+    """The pass's check at its first clock reading, when the clock's step count is known exactly:
+    warn once per generation when an enabled part runs on no step, and record the effective
+    windows in the infotext when they differ from what the settings imply."""
+    p_ref = weakref.ref(p)
+
+    def check(reading: Any, steps: int | None) -> None:
+        p = p_ref()
+        if p is None or not isinstance(reading, tuple):
+            return  # a fraction clock has no step count to check
+        try:
+            width, height = _pass_size(p, is_hr)
+            total = int(reading[1])
+            sched = schedule.pass_schedule(layout, width, height, settings, steps or total, total, hires=is_hr)
+        except Exception as e:  # a report must never break sampling
+            log.warning("HiDiffusion: could not check the schedule of this pass: %s", e)
+            return
+        for line in sched.warnings():
+            note(p, f"HiDiffusion: {line}")
+        record = sched.record()
+        if record is not None:
+            infotext.write_schedule(p.extra_generation_params, record, hires=is_hr)
+
+    return check
 
 
 def on_cfg_denoiser(params: Any) -> None:
@@ -251,6 +295,8 @@ def on_cfg_denoiser(params: Any) -> None:
         act.clock = denoiser
     else:  # WebUI < 1.8: the shared state's step, one behind the denoiser's
         act.clock = (int(params.sampling_step), max(int(params.total_sampling_steps or 1), 1))
+    if act.on_first_reading is not None:
+        act.progress()  # the pass's first reading: check its schedule here, outside the UNet call
 
 
 def postprocess(p: Any) -> None:

@@ -1,34 +1,58 @@
-"""The native-size hint: a small read-only route that javascript/hidiffusion.js asks.
+"""Read-only routes that tell the UI (javascript/hidiffusion.js) and API clients what HiDiffusion
+will do, before they generate. Nothing functional depends on them; they never load a model.
 
-It tells the UI the loaded model's native size so the accordion can say "this size is at or below
-native: HiDiffusion leaves it unchanged". Nothing functional depends on it; it never loads a model.
+* ``GET /hidiffusion/native-size``: the loaded model's native size.
+* ``GET /hidiffusion/schedule?width=&height=&steps=&preset=...``: the effective schedule of each
+  sampling pass (``schedule.PassSchedule``): the preset row ``auto`` picks and the steps that run
+  RAD/RAU, CA and MSW-MSA, with a warning for an enabled part that runs on no step. The
+  HiDiffusion parameters take the names and values of the API's dict form (``args.FIELDS``).
+
+How a request becomes passes follows A1111 1.10 (Forge keeps it): the sampler's clock counts
+``SamplerData.total_steps(steps)`` model calls (two per step for second-order samplers); img2img
+runs ``int(min(denoising, 0.999) * steps) + 1`` steps (all of them with "img2img: do exactly the
+amount of steps"); the hires pass runs its hires steps (or the first pass's) at the size the
+WebUI upscales to. A host adapter with other rules overrides ``Host.model_calls(sampler, steps)``
+method.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import lib_hidiff.unet as hd
+from lib_hidiff.unet.layout import FAMILY_MAPS
 
-from . import hosts, settings
+from . import hosts, schedule, settings
+from .args import FIELDS, ArgsError, parse_args
 
-__all__ = ["ROUTE", "add_route", "native_size_info"]
+__all__ = ["ROUTE", "SCHEDULE_ROUTE", "add_route", "hires_size", "native_size_info", "schedule_info"]
 
 ROUTE = "/hidiffusion/native-size"
-LATENT_SCALE = 8  # pixels per latent cell for SD 1.x/2.x and SDXL VAEs
+SCHEDULE_ROUTE = "/hidiffusion/schedule"
+LATENT_SCALE = schedule.LATENT_SCALE
+_FIELD_NAMES = {f.name for f in FIELDS}
+
+
+def _model_layout(sd_model: Any) -> tuple[hd.UNetLayout | None, str | None]:
+    """The loaded model's layout through the host adapter; (None, None) without a UNet model,
+    (None, why) for a UNet HiDiffusion does not support."""
+    host = hosts.current()
+    unet = host.unet(sd_model) if sd_model is not None else None
+    if unet is None or getattr(sd_model, "is_sd3", False):
+        return None, None
+    try:
+        return host.layout(sd_model, unet), None
+    except hd.UnsupportedUNet as e:
+        return None, str(e)
 
 
 def native_size_info(sd_model: Any) -> dict[str, Any]:
     """{"supported", "family", "width", "height", "hint"} for a loaded model (or None)."""
     info: dict[str, Any] = {"supported": False, "hint": bool(settings.get("hidiffusion_size_hint"))}
-    host = hosts.current()
-    unet = host.unet(sd_model) if sd_model is not None else None
-    if unet is None or getattr(sd_model, "is_sd3", False):
-        return info
-    try:
-        layout = host.layout(sd_model, unet)
-    except hd.UnsupportedUNet as e:
-        return {**info, "reason": str(e)}
+    layout, reason = _model_layout(sd_model)
+    if layout is None:
+        return info if reason is None else {**info, "reason": reason}
     h, w = layout.native
     return {
         **info,
@@ -39,13 +63,167 @@ def native_size_info(sd_model: Any) -> dict[str, Any]:
     }
 
 
+# -- the request's passes, by the A1111 1.10 rules ----------------------------------------------------
+def hires_size(
+    width: int, height: int, scale: float, resize_x: int = 0, resize_y: int = 0
+) -> tuple[int, int]:
+    """The size the hires pass samples at (A1111 1.10 ``calculate_target_resolution``)."""
+    if not resize_x and not resize_y:
+        return int(width * scale), int(height * scale)
+    if not resize_y:
+        return resize_x, resize_x * height // width
+    if not resize_x:
+        return resize_y * width // height, resize_y
+    if width / height < resize_x / resize_y:  # fills the width, cropped in height afterwards
+        return resize_x, resize_x * height // width
+    return resize_y * width // height, resize_y
+
+
+def _model_calls(sampler: str | None, steps: int) -> int:
+    """Ticks of the host's step clock for ``steps`` sampler steps."""
+    return int(hosts.current().model_calls(sampler, steps))
+
+
+def _img2img_fix_steps() -> bool:
+    from modules import shared
+
+    return bool((getattr(getattr(shared, "opts", None), "data", None) or {}).get("img2img_fix_steps", False))
+
+
+class _BadRequest(ValueError):
+    pass
+
+
+def _number(request: Mapping[str, Any], name: str, kind: type, default: Any, low: float) -> Any:
+    value = request.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = kind(float(value)) if kind is int else kind(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number < low or (kind is int and float(value) != number):
+        raise _BadRequest(f"HiDiffusion schedule: {name!r} must be a number >= {low:g}, got {value!r}")
+    return number
+
+
+def _flag(request: Mapping[str, Any], name: str) -> bool:
+    value = request.get(name)
+    return value is True or str(value).strip().lower() in ("true", "1", "on")
+
+
+def schedule_info(sd_model: Any, request: Mapping[str, Any]) -> dict[str, Any]:
+    """The effective schedule of each pass of a request, as JSON for the UI and API clients.
+
+    ``request``: width, height, steps, sampler; denoising (img2img); enable_hr, hr_scale,
+    hr_resize_x, hr_resize_y, hr_steps, hr_sampler (txt2img hires fix); family (sd1 / sd2 / sdxl:
+    plan for that model instead of the loaded one); and the HiDiffusion keys of the API's dict.
+    """
+    info: dict[str, Any] = {"supported": False, "hint": bool(settings.get("hidiffusion_size_hint"))}
+    try:
+        family = request.get("family") or None
+        if family is not None and family not in FAMILY_MAPS:
+            raise _BadRequest(
+                f"HiDiffusion schedule: 'family' must be one of {list(FAMILY_MAPS)}, got {family!r}"
+            )
+        model: hd.UNetLayout | str | None = family
+        if model is None:
+            model, reason = _model_layout(sd_model)
+            if model is None:
+                return {
+                    **info,
+                    "reason": reason or "no model with a UNet is loaded (or pass family=sd1|sd2|sdxl)",
+                }
+        args = parse_args([{k: v for k, v in request.items() if k in _FIELD_NAMES and v not in (None, "")}])
+        if not args.enabled:
+            return {**info, "supported": True, "text": "HiDiffusion is off", "warnings": [], "passes": []}
+        native = (FAMILY_MAPS[model].native,) * 2 if isinstance(model, str) else model.native
+        width = _number(request, "width", int, native[1] * LATENT_SCALE, 8)
+        height = _number(request, "height", int, native[0] * LATENT_SCALE, 8)
+        steps = _number(request, "steps", int, 20, 1)
+        sampler = request.get("sampler") or None
+        first = args.settings()
+        denoising = _number(request, "denoising", float, None, 0)
+        img2img_note = None
+        if denoising is not None and not _img2img_fix_steps():
+            requested, steps = steps, int(min(denoising, 0.999) * steps) + 1  # the part img2img runs
+            img2img_note = f"img2img runs {steps} of {requested} steps at denoising {denoising:g}"
+        passes = [schedule.pass_schedule(model, width, height, first, steps, _model_calls(sampler, steps))]
+        hires_text = None
+        if denoising is None and _flag(request, "enable_hr"):
+            hr_w, hr_h = hires_size(
+                width,
+                height,
+                _number(request, "hr_scale", float, 2.0, 1),
+                _number(request, "hr_resize_x", int, 0, 0),
+                _number(request, "hr_resize_y", int, 0, 0),
+            )
+            if args.hires == "off":
+                hires_text = f"hires pass {hr_w}×{hr_h}: HiDiffusion off (Hires fix pass: off)"
+            else:
+                hr_steps = _number(request, "hr_steps", int, 0, 0) or steps
+                hr_settings = first.replace(raunet=False) if args.hires == "MSW-MSA only" else first
+                hr_calls = _model_calls(request.get("hr_sampler") or sampler, hr_steps)
+                passes.append(
+                    schedule.pass_schedule(model, hr_w, hr_h, hr_settings, hr_steps, hr_calls, hires=True)
+                )
+    except (ArgsError, hd.SettingsError, _BadRequest) as e:
+        return {**info, "error": str(e)}
+    texts = [p.describe() for p in passes] + [t for t in (img2img_note, hires_text) if t]
+    warnings = [w if not p.hires else f"hires pass: {w}" for p in passes for w in p.warnings()]
+    return {
+        **info,
+        "supported": True,
+        "family": passes[0].family,
+        "native": {"width": passes[0].native[0], "height": passes[0].native[1]},
+        "text": "; ".join(texts),
+        "warnings": warnings,
+        "passes": [p.as_dict() for p in passes],
+    }
+
+
+def _loaded_model() -> Any:
+    from modules import sd_models
+
+    return getattr(sd_models.model_data, "sd_model", None)
+
+
+def _native_size() -> dict[str, Any]:
+    return native_size_info(_loaded_model())
+
+
+def _schedule(
+    width: int | None = None,
+    height: int | None = None,
+    steps: int | None = None,
+    sampler: str | None = None,
+    denoising: float | None = None,
+    enable_hr: bool = False,
+    hr_scale: float | None = None,
+    hr_resize_x: int | None = None,
+    hr_resize_y: int | None = None,
+    hr_steps: int | None = None,
+    hr_sampler: str | None = None,
+    family: str | None = None,
+    enabled: str | None = None,
+    preset: str | None = None,
+    raunet: str | None = None,
+    mswmsa: str | None = None,
+    custom_timing: str | None = None,
+    t1: str | None = None,
+    t2: str | None = None,
+    aggressive: str | None = None,
+    time_mode: str | None = None,
+    msw_start: str | None = None,
+    msw_end: str | None = None,
+    hires: str | None = None,
+) -> dict[str, Any]:
+    """GET /hidiffusion/schedule: FastAPI reads the query parameters from this signature."""
+    return schedule_info(_loaded_model(), dict(locals()))
+
+
 def add_route(demo: Any, app: Any) -> None:
-    """on_app_started: register the GET route (reads the model already loaded, never loads one)."""
-
-    def native_size() -> dict[str, Any]:
-        from modules import sd_models
-
-        return native_size_info(getattr(sd_models.model_data, "sd_model", None))
-
-    if not any(getattr(r, "path", None) == ROUTE for r in getattr(app, "routes", [])):
-        app.add_api_route(ROUTE, native_size, methods=["GET"])
+    """on_app_started: register the GET routes (they read the model already loaded, never load one)."""
+    for path, endpoint in ((ROUTE, _native_size), (SCHEDULE_ROUTE, _schedule)):
+        if not any(getattr(r, "path", None) == path for r in getattr(app, "routes", [])):
+            app.add_api_route(path, endpoint, methods=["GET"])

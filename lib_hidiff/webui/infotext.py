@@ -16,7 +16,16 @@ from typing import Any
 
 from .args import FIELDS, ArgsError, ScriptArgs, coerce, defaults
 
-__all__ = ["KEYS", "PASTE_KEYS", "args_from_infotext", "paste_value", "remove", "write"]
+__all__ = [
+    "KEYS",
+    "PASTE_KEYS",
+    "SCHEDULE_KEYS",
+    "args_from_infotext",
+    "paste_value",
+    "remove",
+    "write",
+    "write_schedule",
+]
 
 ENABLED = "HiDiffusion"
 KEYS: dict[str, str] = {
@@ -33,7 +42,12 @@ KEYS: dict[str, str] = {
     "hires": "HiDiffusion hires",
 }
 PASTE_KEYS: tuple[str, ...] = (ENABLED, *KEYS.values())
-"""Every key we write: "Send to img2img/extras" carries these."""
+"""Every settings key we write: "Send to img2img/extras" carries these."""
+
+SCHEDULE_KEYS = {False: "HiDiffusion schedule", True: "HiDiffusion hires schedule"}
+"""The effective schedule of the first / hires pass, written only when it differs from what the
+settings imply (``schedule.PassSchedule.differs``). A record, not a setting: paste reads the
+settings keys only, so an image restores the same settings with or without it."""
 
 _DEFAULTS = defaults()
 _BY_NAME = {f.name: f for f in FIELDS}
@@ -45,7 +59,7 @@ def _number(x: float) -> str:
 
 def remove(params: MutableMapping[str, Any]) -> None:
     """Drop every HiDiffusion key (a stale one would otherwise leak into the next XYZ cell)."""
-    for key in PASTE_KEYS:
+    for key in (*PASTE_KEYS, *SCHEDULE_KEYS.values()):
         params.pop(key, None)
 
 
@@ -71,6 +85,11 @@ def write(params: MutableMapping[str, Any], a: ScriptArgs, *, hires: bool = Fals
             params[KEYS[name]] = getattr(a, name)
     if hires:
         params[KEYS["hires"]] = a.hires
+
+
+def write_schedule(params: MutableMapping[str, Any], record: str, *, hires: bool = False) -> None:
+    """Record a pass's effective schedule (``PassSchedule.record()``)."""
+    params[SCHEDULE_KEYS[hires]] = record
 
 
 def _enabled(d: Mapping[str, Any]) -> bool:

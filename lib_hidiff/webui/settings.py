@@ -85,7 +85,8 @@ def add_hidiffusion_options() -> None:
     )
     _add(
         "hidiffusion_size_hint",
-        "HiDiffusion: show a hint when the image is not larger than the model's native size",
+        "HiDiffusion: show the schedule hint in the accordion (preset row, steps with RAU-Net / MSW-MSA, "
+        "sizes at or below native)",
     )
 
 

@@ -100,4 +100,4 @@ def test_javascript_hint_uses_the_ids_and_route_the_python_side_makes(webui):
     assert script.elem_id("size_hint") == "script_txt2img_hidiffusion_size_hint"
     assert "script_${tab}_hidiffusion_size_hint" in js
     assert "script_${tab}_hidiffusion_enabled-visible-checkbox" in js
-    assert f'"./{hint.ROUTE.lstrip("/")}"' in js
+    assert f'"./{hint.SCHEDULE_ROUTE.lstrip("/")}"' in js  # the hint shows the effective schedule

@@ -59,6 +59,12 @@ class Host:
         """Show a message in the host's console."""
         log.warning(message)
 
+    def report(self, p: Any, message: str) -> None:
+        """Show a message to whoever asked for the generation: under the image and to API callers."""
+        from ..messages import deliver
+
+        deliver(p, message)
+
     # -- HiDiffusion ---------------------------------------------------------------------------------
     def unet(self, sd_model: Any) -> nn.Module | None:
         """The UNet module a generation with ``sd_model`` runs (None: the model has none)."""
@@ -87,6 +93,22 @@ class Host:
     def is_hires_pass(self, p: Any) -> bool:
         return bool(getattr(p, "is_hr_pass", False))
 
+    def model_calls(self, sampler: str | None, steps: int) -> int:
+        """Ticks of this host's step clock in a pass of ``steps`` sampler steps (the schedule hint).
+
+        A1111 family: the CFG denoiser counts model calls, so second-order samplers tick more often
+        (``SamplerData.total_steps``).
+        """
+        from modules import sd_samplers
+
+        find = getattr(sd_samplers, "find_sampler_config", None)
+        config = find(sampler) if callable(find) else None
+        if config is None and sampler and callable(find):  # an alias ("k_euler_a") or another spelling
+            name = getattr(sd_samplers, "samplers_map", {}).get(sampler.lower())
+            config = find(name) if name else None
+        total_steps = getattr(config, "total_steps", None)
+        return int(total_steps(steps)) if callable(total_steps) else steps
+
     def checkpoint(self, sd_model: Any) -> Any:
         """Which checkpoint ``sd_model`` holds: a pass closes when another one takes over (refiner)."""
         info = getattr(sd_model, "sd_checkpoint_info", None)
@@ -94,6 +116,10 @@ class Host:
 
     def connect(self) -> None:
         """Register the host's own WebUI callbacks (the step clock, model loads)."""
+
+    def paste_fields(self, fields: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+        """The accordion's (component, key or paste function) pairs as this host's paste needs them."""
+        return fields
 
     # -- CFG++ samplers -------------------------------------------------------------------------------
     def register_samplers(self, infos: tuple[cfgpp.SamplerInfo, ...]) -> list[str]:

@@ -7,6 +7,8 @@ As in the WebUI, an exception inside p.sample skips postprocess.
 
 from __future__ import annotations
 
+import json
+
 import torch
 import torch.nn.functional as F
 
@@ -98,6 +100,12 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         self.enable_hr, self.hr_scale = enable_hr, hr_scale
         self.hr_second_pass_steps, self.hr_sampler_name = hr_second_pass_steps, hr_sampler_name
         self.hr_checkpoint_info = hr_checkpoint_info
+        self.hr_upscale_to_x = self.hr_upscale_to_y = 0
+
+    def calculate_target_resolution(self):
+        # 1.10: the size the hires pass samples at (only "Upscale by" here; no "Resize width/height to")
+        self.hr_upscale_to_x = int(self.width * self.hr_scale)
+        self.hr_upscale_to_y = int(self.height * self.hr_scale)
 
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
         self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
@@ -121,7 +129,8 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
     def sample_hr_pass(self, samples):
         self.is_hr_pass = True
         self.sampler = sd_samplers.create_sampler(self.hr_sampler_name or self.sampler_name, self.sd_model)
-        samples = F.interpolate(samples, scale_factor=self.hr_scale, mode="nearest")
+        size = (self.hr_upscale_to_y // OPT_F, self.hr_upscale_to_x // OPT_F)
+        samples = F.interpolate(samples, size=size, mode="nearest")
         self.rng = ImageRNG(samples.shape[1:], self.seeds)
         noise = self.rng.next()
         if self.scripts is not None:
@@ -151,6 +160,7 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
 
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
         self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
+        self.image_conditioning = self.image_conditioning_for(self.init_latent)  # 1.10: in init()
         x = self.rng.next()
         if self.scripts is not None:
             self.scripts.process_before_every_sampling(
@@ -162,7 +172,7 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
             x,
             conditioning,
             unconditional_conditioning,
-            image_conditioning=self.image_conditioning_for(x),
+            image_conditioning=self.image_conditioning,
         )
         if self.mask is not None:
             samples = samples * self.nmask + self.init_latent * self.mask
@@ -170,14 +180,92 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
 
 
 class Processed:
-    def __init__(self, p, images, infotexts):
-        self.images = images
-        self.infotexts = infotexts
-        self.comments = "".join(f"{c}\n" for c in p.comments)
-        self.extra_generation_params = p.extra_generation_params
+    """The 1.10 result object: what the UI shows, and ``js()``, the API response's ``info``."""
+
+    def __init__(
+        self,
+        p,
+        images_list,
+        seed=-1,
+        info="",
+        subseed=None,
+        all_prompts=None,
+        all_negative_prompts=None,
+        all_seeds=None,
+        all_subseeds=None,
+        index_of_first_image=0,
+        infotexts=None,
+        comments="",
+    ):
+        self.images = images_list
+        self.prompt, self.negative_prompt = p.prompt, p.negative_prompt
+        self.seed, self.subseed = seed, subseed if subseed is not None else -1
+        self.subseed_strength = getattr(p, "subseed_strength", 0.0)
+        self.info = info
+        self.comments = "".join(f"{c}\n" for c in p.comments)  # shown under the image, not in js()
+        self.width, self.height = p.width, p.height
+        self.sampler_name, self.cfg_scale, self.steps = p.sampler_name, p.cfg_scale, p.steps
+        self.batch_size = p.batch_size
+        self.restore_faces, self.face_restoration_model = False, None
+        self.sd_model_name = self.sd_model_hash = self.sd_vae_name = self.sd_vae_hash = None
+        self.seed_resize_from_w = self.seed_resize_from_h = -1
+        self.denoising_strength = getattr(p, "denoising_strength", None)
+        self.extra_generation_params = p.extra_generation_params  # the same dict as p's
+        self.index_of_first_image = index_of_first_image
+        self.styles = []
+        self.job_timestamp = "20240727000000"
+        self.clip_skip = 1
+        self.is_using_inpainting_conditioning = False
+        self.all_prompts = all_prompts or getattr(p, "all_prompts", None) or [self.prompt]
+        self.all_negative_prompts = (
+            all_negative_prompts or getattr(p, "all_negative_prompts", None) or [self.negative_prompt]
+        )
+        self.all_seeds = all_seeds or p.all_seeds or [self.seed]
+        self.all_subseeds = all_subseeds or getattr(p, "all_subseeds", None) or [self.subseed]
+        self.infotexts = infotexts or [info] * len(images_list)
+        self.version = "v1.10.1"
+
+    def js(self):
+        # The keys of 1.10.1's Processed.js(), in its order; values JSON can't write become null.
+        obj = {
+            "prompt": self.all_prompts[0],
+            "all_prompts": self.all_prompts,
+            "negative_prompt": self.all_negative_prompts[0],
+            "all_negative_prompts": self.all_negative_prompts,
+            "seed": self.seed,
+            "all_seeds": self.all_seeds,
+            "subseed": self.subseed,
+            "all_subseeds": self.all_subseeds,
+            "subseed_strength": self.subseed_strength,
+            "width": self.width,
+            "height": self.height,
+            "sampler_name": self.sampler_name,
+            "cfg_scale": self.cfg_scale,
+            "steps": self.steps,
+            "batch_size": self.batch_size,
+            "restore_faces": self.restore_faces,
+            "face_restoration_model": self.face_restoration_model,
+            "sd_model_name": self.sd_model_name,
+            "sd_model_hash": self.sd_model_hash,
+            "sd_vae_name": self.sd_vae_name,
+            "sd_vae_hash": self.sd_vae_hash,
+            "seed_resize_from_w": self.seed_resize_from_w,
+            "seed_resize_from_h": self.seed_resize_from_h,
+            "denoising_strength": self.denoising_strength,
+            "extra_generation_params": self.extra_generation_params,
+            "index_of_first_image": self.index_of_first_image,
+            "infotexts": self.infotexts,
+            "styles": self.styles,
+            "job_timestamp": self.job_timestamp,
+            "clip_skip": self.clip_skip,
+            "is_using_inpainting_conditioning": self.is_using_inpainting_conditioning,
+            "version": self.version,
+        }
+        return json.dumps(obj, default=lambda o: None)
 
 
 def create_infotext(p, index=0):
+    # 1.10 calls a callable value with its locals (p, index, ...) and leaves out None values.
     params = {
         "Steps": p.steps,
         "Sampler": p.sampler_name,
@@ -215,6 +303,8 @@ def _process_images_inner(p) -> Processed:
     p.all_negative_prompts = [p.negative_prompt] * count
     if p.scripts is not None:
         p.scripts.process(p)
+    if getattr(p, "enable_hr", False):
+        p.calculate_target_resolution()  # 1.10: in p.init(), after the scripts' process()
     images, infotexts = [], []
     for n in range(p.n_iter):
         p.iteration = n
@@ -242,7 +332,15 @@ def _process_images_inner(p) -> Processed:
         for i in range(samples.shape[0]):
             images.append(samples[i])
             infotexts.append(create_infotext(p, n * p.batch_size + i))
-    res = Processed(p, images, infotexts)
+    res = Processed(
+        p,
+        images_list=images,
+        seed=p.all_seeds[0],
+        info=infotexts[0] if infotexts else "",
+        subseed=p.all_seeds[0],
+        index_of_first_image=0,
+        infotexts=infotexts,
+    )
     if p.scripts is not None:
         p.scripts.postprocess(p, res)
     return res

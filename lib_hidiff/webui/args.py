@@ -43,9 +43,11 @@ class ArgsError(ValueError):
 @dataclass(frozen=True)
 class Field:
     name: str
-    kind: str  # "bool", "fraction" or "choice"
+    kind: str  # "bool", "fraction", "choice", "text", "number" or "int" (the last two in [low, high])
     default: Any
     choices: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
 
 
 FIELDS: tuple[Field, ...] = (
@@ -116,9 +118,16 @@ def defaults() -> dict[str, Any]:
     return {f.name: f.default for f in FIELDS}
 
 
-def coerce(field: Field, value: Any) -> Any:
-    """One value to its field's type, or ArgsError naming the field and the allowed values."""
-    where = f"HiDiffusion argument {field.name!r}"
+def coerce(field: Field, value: Any, owner: str = "HiDiffusion") -> Any:
+    """One value to its field's type, or ArgsError naming the field (of ``owner``'s script) and the
+    allowed values."""
+    where = f"{owner} argument {field.name!r}"
+    if field.kind == "text":
+        if not isinstance(value, str):
+            raise ArgsError(f"{where} must be text, got {value!r}")
+        return value
+    if field.kind in ("number", "int"):
+        return _bounded(field, value, where)
     if field.kind == "bool":
         if isinstance(value, bool):
             return value
@@ -142,6 +151,24 @@ def coerce(field: Field, value: Any) -> Any:
     if value not in field.choices:
         raise ArgsError(f"{where} must be one of {list(field.choices)}, got {value!r}")
     return value
+
+
+def _bounded(field: Field, value: Any, where: str) -> float | int:
+    """A number in [field.low, field.high]; an "int" field also takes 2.0 (what sliders send)."""
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = value
+    is_number = isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number)
+    whole = field.kind == "int"
+    if is_number and whole and float(number) != int(number):
+        is_number = False
+    if not is_number or not field.low <= float(number) <= field.high:
+        kind = "an integer" if whole else "a number"
+        raise ArgsError(f"{where} must be {kind} in [{field.low:g}, {field.high:g}], got {value!r}")
+    return int(number) if whole else float(number)
 
 
 def parse_args(args: Sequence[Any] | None, overrides: Mapping[str, Any] | None = None) -> ScriptArgs:

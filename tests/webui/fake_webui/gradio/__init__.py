@@ -105,5 +105,14 @@ class Textbox(IOComponent):
     pass
 
 
+class Image(IOComponent):
+    pass
+
+
+class Button(IOComponent):
+    def click(self, fn=None, _js=None, inputs=None, outputs=None, **kwargs):
+        self.handlers.append(("click", fn, inputs, outputs))
+
+
 def update(**kwargs):
     return {"__type__": "generic_update", **kwargs}

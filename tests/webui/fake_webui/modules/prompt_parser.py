@@ -25,7 +25,28 @@ class MulticondLearnedConditioning:
     batch: list  # per image: [(cond tensor, weight), ...]
 
 
-def get_multicond_learned_conditioning(prompts: list[str]) -> MulticondLearnedConditioning:
+class SdConditioning(list):
+    """1.10: a list of prompts that also carries the image size (SDXL's size conditioning)."""
+
+    def __init__(self, prompts, is_negative_prompt=False, width=None, height=None, copy_from=None):
+        super().__init__()
+        self.extend(prompts)
+        src = copy_from if copy_from is not None else prompts
+        self.is_negative_prompt = is_negative_prompt or getattr(src, "is_negative_prompt", False)
+        self.width = width or getattr(src, "width", None)
+        self.height = height or getattr(src, "height", None)
+
+
+def _prompts(model, prompts):
+    # 1.10 takes (model, prompts, steps, hires_steps, use_old_scheduling); the fakes' own callers
+    # pass the prompts alone.
+    return model if prompts is None else prompts
+
+
+def get_multicond_learned_conditioning(
+    model, prompts=None, steps=None, hires_steps=None, use_old_scheduling=False
+) -> MulticondLearnedConditioning:
+    prompts = _prompts(model, prompts)
     batch = []
     for prompt in prompts:
         parts = []
@@ -36,8 +57,10 @@ def get_multicond_learned_conditioning(prompts: list[str]) -> MulticondLearnedCo
     return MulticondLearnedConditioning(batch)
 
 
-def get_learned_conditioning(prompts: list[str]) -> list[torch.Tensor]:
-    return [encode(p) for p in prompts]
+def get_learned_conditioning(
+    model, prompts=None, steps=None, hires_steps=None, use_old_scheduling=False
+) -> list[torch.Tensor]:
+    return [encode(p) for p in _prompts(model, prompts)]
 
 
 def reconstruct_multicond_batch(c: MulticondLearnedConditioning, current_step: int):

@@ -32,7 +32,15 @@ class MaskBlendArgs:
         self.sigma = sigma
 
 
+class OnComponent:
+    """What an on_after_component callback receives (1.10: a dataclass with ``component``)."""
+
+    def __init__(self, component):
+        self.component = component
+
+
 class Script:
+    on_after_component_elem_id = None
     name = None
     filename = None
     args_from = None
@@ -84,6 +92,11 @@ class Script:
     def before_hr(self, p, *args):
         pass
 
+    def on_after_component(self, callback, *, elem_id):
+        if self.on_after_component_elem_id is None:
+            self.on_after_component_elem_id = []
+        self.on_after_component_elem_id.append((elem_id, callback))
+
     def elem_id(self, item_id):
         need_tabname = self.show(True) == self.show(False)
         tabname = ("img2img" if self.is_img2img else "txt2img") + "_" if need_tabname else ""
@@ -117,6 +130,7 @@ class ScriptRunner:
         self.inputs: list = [None]
         self.infotext_fields: list = []
         self.paste_field_names: list = []
+        self.on_after_component_elem_id: dict = {}
 
     def initialize_scripts(self, is_img2img):
         self.scripts.clear()
@@ -130,6 +144,15 @@ class ScriptRunner:
                 script.alwayson = True
                 self.scripts.append(script)
                 self.alwayson_scripts.append(script)
+        self.on_after_component_elem_id = {}
+        for script in self.scripts:
+            for elem_id, callback in script.on_after_component_elem_id or []:
+                self.on_after_component_elem_id.setdefault(elem_id, []).append((callback, script))
+
+    def after_component(self, component):
+        """The UI created ``component``: run the callbacks scripts registered for its elem_id."""
+        for callback, _script in self.on_after_component_elem_id.get(getattr(component, "elem_id", None), []):
+            callback(OnComponent(component=component))
 
     def setup_ui(self):
         import gradio as gr

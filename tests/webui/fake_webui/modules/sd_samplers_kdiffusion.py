@@ -120,6 +120,9 @@ class KDiffusionSampler(sd_samplers_common.Sampler):
         sigmas = self.get_sigmas(p, steps)
         sigma_sched = sigmas[steps - t_enc - 1 :]
         xi = x + noise * sigma_sched[0]
+        if shared.opts.img2img_extra_noise > 0:  # 1.10 (without the extra-noise callback)
+            p.extra_generation_params["Extra noise"] = shared.opts.img2img_extra_noise
+            xi += noise * shared.opts.img2img_extra_noise
         kwargs = self.initialize(p)
         parameters = inspect.signature(self.func).parameters
         kwargs = self._offer(kwargs, parameters, sigma_sched, x, p)

@@ -16,6 +16,7 @@ BUILTIN_OPTIONS = {
     "token_merging_ratio_hr": OptionInfo(0.0),
     "enable_quantization": OptionInfo(False),
     "refiner_switch_by_sample_steps": OptionInfo(True),
+    "img2img_extra_noise": OptionInfo(0.0),
 }
 
 

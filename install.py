@@ -45,6 +45,17 @@ def check(webui_root: str, torch_version: str | None, webui_tag: str | None = No
     return problems
 
 
+def _root_on_pythonpath() -> str | None:
+    """The WebUI folder on PYTHONPATH that a host adapter recognises (SD.Next runs this file with the
+    extension folder as cwd and its own root on PYTHONPATH, and has no launch_utils)."""
+    from lib_hidiff.webui import hosts
+
+    for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        if entry and hosts.detect_root(entry) is not None:
+            return entry
+    return None
+
+
 def _host() -> tuple[str, str | None, str | None]:
     root = os.getcwd()
     tag = None
@@ -54,7 +65,7 @@ def _host() -> tuple[str, str | None, str | None]:
         root = launch_utils.script_path
         tag = launch_utils.git_tag()
     except Exception:  # outside the WebUI, or a fork without these helpers
-        pass
+        root = _root_on_pythonpath() or root
     try:
         from importlib.metadata import version
 

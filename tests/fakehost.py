@@ -5,8 +5,10 @@ own top-level ``modules`` (and ``gradio``, ``backend``, ...) packages. Python ha
 ``sys.modules``, so a :class:`FakeHost` owns a folder of fake packages and swaps them in and out:
 
 * at collection time, a test package's ``conftest.py`` calls ``FAKE.activate()`` before its test
-  modules run ``from modules import ...`` (pytest collects one package after another), so each
-  test module binds the objects of its own fake;
+  modules run ``from modules import ...``, so each test module binds the objects of its own fake:
+  once when the conftest loads and again, through ``pytest_collectstart = FAKE.collect_hook()``,
+  before each of its test modules is imported (pytest loads the conftests of every path given on
+  the command line before collecting any module, so the last one loaded would win otherwise);
 * at run time, a package-scoped autouse fixture (``FAKE.fixture()``) activates it again, because
   the extension's glue imports ``modules`` inside functions, through ``sys.modules``.
 
@@ -72,6 +74,16 @@ class FakeHost:
             yield self
 
         return _fake_host
+
+    def collect_hook(self):
+        """A ``pytest_collectstart`` hook for the package's conftest.py: this fake is in place while
+        pytest imports the package's test modules (conftest hooks only see their own directory)."""
+
+        def pytest_collectstart(collector) -> None:
+            if isinstance(collector, pytest.Module):
+                self.activate()
+
+        return pytest_collectstart
 
     @property
     def active(self) -> bool:

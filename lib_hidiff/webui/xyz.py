@@ -24,12 +24,15 @@ AXES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+OURS = "hidiffusion_axis"  # marks our AxisOption objects (reloads must not add them twice)
+
+
 def find_xyz_module() -> Any | None:
     """The loaded xyz_grid.py script module (scripts are loaded under their file name)."""
     from modules import scripts
 
     for data in scripts.scripts_data:
-        if data.script_class.__module__ in ("xyz_grid.py", "scripts.xyz_grid"):
+        if data.script_class.__module__ in ("xyz_grid.py", "scripts.xyz_grid"):  # SD.Next: the same file name
             return data.module
     return None
 
@@ -54,24 +57,41 @@ def _confirm_preset(p: Any, xs: Any) -> None:
             raise ValueError(f"[HiDiffusion] Preset value {x!r} is not one of {list(PRESETS)}")
 
 
+def _confirm_range(low: float, high: float, label: str):
+    def confirm(p: Any, xs: Any) -> None:
+        for x in xs:
+            if not low <= float(x) <= high:
+                raise ValueError(f"{label} value {x} must be within [{low}, {high}]")
+
+    return confirm
+
+
 def add_axes() -> int:
     """Append our axes to XYZ's list unless they are there; returns how many were added."""
     xyz = find_xyz_module()
     if xyz is None:
         return 0
-    present = {getattr(opt, "label", None) for opt in xyz.axis_options}
+    ours = {getattr(opt, "label", None) for opt in xyz.axis_options if getattr(opt, OURS, False)}
+    taken = {getattr(opt, "label", None) for opt in xyz.axis_options} - ours
+    # SD.Next's XYZ has neither helper (scripts/xyz/xyz_grid_classes.py@058a7f0c): same behaviour here.
+    boolean_choice = getattr(xyz, "boolean_choice", None)
+    bool_choices = boolean_choice(reverse=True) if boolean_choice else (lambda: ["True", "False"])
+    confirm_range = getattr(xyz, "confirm_range", _confirm_range)
     added = 0
     for label, attr, kind in AXES:
-        if label in present:
+        if label in taken:  # SD.Next's own HiDiffusion has "[HiDiffusion] T1" / "T2" axes (its settings)
+            label = label.replace("[HiDiffusion]", "[HiDiffusion extension]")
+        if label in ours:
             continue
         if kind == "bool":
-            opt = xyz.AxisOption(label, str, _apply_bool(attr), choices=xyz.boolean_choice(reverse=True))
+            opt = xyz.AxisOption(label, str, _apply_bool(attr), choices=bool_choices)
         elif kind == "preset":
             opt = xyz.AxisOption(
                 label, str, _apply_value(attr), confirm=_confirm_preset, choices=lambda: list(PRESETS)
             )
         else:
-            opt = xyz.AxisOption(label, float, _apply_value(attr), confirm=xyz.confirm_range(0.0, 1.0, label))
+            opt = xyz.AxisOption(label, float, _apply_value(attr), confirm=confirm_range(0.0, 1.0, label))
+        setattr(opt, OURS, True)
         xyz.axis_options.append(opt)
         added += 1
     return added

@@ -17,6 +17,7 @@ from tests.fakehost import FakeHost
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAKE = FakeHost("a1111", os.path.join(HERE, "fake_webui"))
 FAKE.activate()  # before the test modules import ``modules`` (collection)
+pytest_collectstart = FAKE.collect_hook()  # ... also when another package's conftest loaded later
 _fake_host = FAKE.fixture()  # and again while this package's tests run
 
 from .webui_env import WebUI, sdpa_attention  # noqa: E402

@@ -47,7 +47,6 @@ def _fake_module(monkeypatch, name):
 @pytest.mark.parametrize(
     ("module", "words"),
     [
-        ("modules.scripts_manager", ["SD.Next", "built-in HiDiffusion"]),
         ("modules_forge", ["Forge", "reForge"]),
     ],
 )

@@ -1,0 +1,118 @@
+"""Infotext between A1111 and SD.Next: an image made in either restores the same HiDiffusion and CFG++
+settings in the fake SD.Next, through SD.Next's own parser and paste (which reads keys of word
+characters and spaces only, and has a "HiDiffusion" checkbox of its own)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from modules import infotext as sdnext_infotext
+from modules import shared
+from modules.api import endpoints
+
+from lib_hidiff.webui import infotext
+from lib_hidiff.webui.args import FIELDS, ScriptArgs, parse_args
+
+SETTINGS = ScriptArgs(
+    enabled=True,
+    preset="sd15_2048",
+    raunet=False,
+    mswmsa=True,
+    custom_timing=True,
+    t1=0.35,
+    t2=0.05,
+    aggressive=0.2,
+    time_mode="sigma",
+    msw_start=0.1,
+    msw_end=0.9,
+    rau_upscale="bicubic",
+    ca_upscale="nearest",
+    hires="MSW-MSA only",
+)
+
+
+def a1111_infotext(extra: dict) -> str:
+    """An infotext as AUTOMATIC1111 1.10 writes it (processing.py create_infotext; values with , : or a
+    newline JSON-quoted, infotext_utils.py:56-60)."""
+
+    def quote(v):
+        return json.dumps(v, ensure_ascii=False) if any(c in str(v) for c in ",:\n") else v
+
+    params = {
+        "Steps": 20,
+        "Sampler": "Euler CFG++",
+        "Schedule type": "Automatic",
+        "CFG scale": 7,
+        "Seed": 1,
+        "Size": "1024x1024",
+        "Model": "sd15",
+        **extra,
+        "Version": "v1.10.1",
+    }
+    text = ", ".join(k if k == v else f"{k}: {quote(v)}" for k, v in params.items())
+    return f"a cat\nNegative prompt: blurry\n{text}"
+
+
+def _pasted_args(values: list) -> ScriptArgs:
+    """What the accordion holds after a paste (None: the field kept its default)."""
+    defaults = {f.name: f.default for f in FIELDS}
+    return parse_args([defaults[f.name] if v is None else v for f, v in zip(FIELDS, values)])
+
+
+def test_an_a1111_image_restores_the_same_settings_in_sdnext(sdnext):
+    extra: dict = {}
+    infotext.write(extra, SETTINGS, hires=True)
+    extra.update({"CFGpp scale": 0.56, "CFGpp scale mode": "cfg/12.5"})
+    params, core, ours = sdnext.paste(a1111_infotext(extra))
+    assert _pasted_args(ours) == SETTINGS
+    assert core["HiDiffusion"] is None  # SD.Next's own HiDiffusion checkbox is left alone
+    assert core["Sampler"] == "Euler CFG++"
+    assert "Net" not in params and "MSA" not in params  # the keys SD.Next's parser cut are repaired
+
+
+def test_an_sdnext_image_restores_its_settings(sdnext):
+    sdnext.load_model()
+    args = [getattr(SETTINGS, f.name) for f in FIELDS]
+    _, res = sdnext.txt2img(args, enable_hr=True, hr_scale=2, hr_denoising_strength=0.5, steps=2)
+    text = res.infotexts[0]
+    assert "HiDiffusion RAU-Net: False" in text and "HiDiffusion MSW-MSA window: 0.1-0.9" in text
+    params, core, ours = sdnext.paste(text)
+    assert _pasted_args(ours) == SETTINGS and core["HiDiffusion"] is None
+
+
+def test_sdnext_own_hidiffusion_infotext_ticks_only_sdnext_checkbox(sdnext):
+    params, core, ours = sdnext.paste(a1111_infotext({"HiDiffusion": "True/True/True:8"}))
+    assert core["HiDiffusion"] is True
+    assert ours[0] is False and all(v is None for v in ours[1:])
+
+
+def test_an_infotext_without_hidiffusion_unticks_ours_and_leaves_the_rest(sdnext):
+    params, core, ours = sdnext.paste(a1111_infotext({}))
+    assert ours[0] is False and all(v is None for v in ours[1:]) and core["HiDiffusion"] is None
+
+
+def test_png_info_api_gets_our_keys_whole(sdnext):
+    extra: dict = {}
+    infotext.write(extra, SETTINGS, hires=True)
+    params = endpoints.post_pnginfo(a1111_infotext(extra))["parameters"]
+    assert params["HiDiffusion RAU-Net"] is False and params["HiDiffusion MSW-MSA"] is True
+    assert (
+        params["HiDiffusion MSW-MSA window"] == "0.1-0.9"
+        and params["HiDiffusion RAU-Net upscale"] == "bicubic"
+    )
+    assert params["HiDiffusion preset"] == "sd15_2048"
+
+
+@pytest.mark.parametrize(
+    ("key", "setting", "value"),
+    [
+        ("CFGpp scale mode", "cfgpp_scale_mode", "raw"),
+        ("CFGpp 2M variant", "cfgpp_dpmpp_2m_variant", "B"),
+        ("CFGpp hires scale", "cfgpp_hires_scale", 0.3),
+    ],
+)
+def test_cfgpp_settings_come_back_as_sdnext_override_settings(sdnext, key, setting, value):
+    assert (key, setting) in sdnext_infotext.mapping  # SD.Next's only source of pasted overrides
+    params, _, _ = sdnext.paste(a1111_infotext({key: value}))
+    assert shared.opts.cast_value(setting, params[key]) == value

@@ -34,17 +34,14 @@ log = logging.getLogger("hidiffusion")
 # Adapter modules, most specific first; a1111 (the fallback) last. Adding a host = a new module here.
 _ADAPTERS = ("sdnext", "forge", "a1111")
 
-# WebUIs recognised but not supported: (module whose presence identifies it, the one log line).
-UNSUPPORTED: tuple[tuple[str, str], ...] = (
-    (
-        "modules.scripts_manager",
-        "sd-webui-hidiffusion: SD.Next detected; this extension stays hidden. Use SD.Next's built-in "
-        "HiDiffusion (txt2img/img2img > Advanced > HiDiffusion; Settings > Pipeline Modifiers).",
-    ),
+# WebUIs recognised but not supported: (module whose presence identifies it, the one log line[,
+# a module whose presence means it is a supported relative instead]).
+UNSUPPORTED: tuple[tuple[str, ...], ...] = (
     (
         "modules_forge",
-        "sd-webui-hidiffusion: Forge/reForge detected; this extension only supports the AUTOMATIC1111 "
-        "WebUI 1.10 UNets and stays hidden (reForge ships its own CFG++ samplers).",
+        "sd-webui-hidiffusion: reForge / Forge 1.x detected; this extension supports Forge 2.x and Forge "
+        "Neo, not these (ldm_patched UNets), and stays hidden (reForge ships its own CFG++ samplers).",
+        "backend.patcher.unet",  # Forge 2.x / Neo: the forge adapter
     ),
 )
 
@@ -108,9 +105,9 @@ def unsupported_reason(webui_root: str | None = None) -> str | None:
 
     ``webui_root``: look at that WebUI folder's files instead of the running WebUI (install.py).
     """
-    for module, line in UNSUPPORTED:
-        found = has_module(module) if webui_root is None else _in_root(webui_root, module)
-        if found:
+    for module, line, *supported in UNSUPPORTED:
+        found = [has_module(m) if webui_root is None else _in_root(webui_root, m) for m in (module, *supported)]
+        if found[0] and not any(found[1:]):
             return line
     return None
 

@@ -1,0 +1,1 @@
+"""Fake of Forge 2.x backend/ (namespace packages there)."""

@@ -1,0 +1,3 @@
+"""modules_forge.forge_version (dfdcbab)."""
+
+version = "2.0.1v1.10.1"

@@ -96,6 +96,15 @@ class Skeleton:
 # -- ldm / sgm -----------------------------------------------------------------------------------
 
 
+def _linear(proj_in: nn.Module | None) -> bool:
+    """Does the transformer project with a linear layer (SD 2.x, SDXL) rather than a 1x1 conv (SD 1.x)?
+
+    Asked as "not a conv": hosts swap in their own Linear classes (Forge's cast-per-call Linear is an
+    nn.Module, not an nn.Linear), while their Conv2d classes stay nn.Conv2d subclasses.
+    """
+    return proj_in is not None and not isinstance(proj_in, nn.Conv2d)
+
+
 def child(block: nn.Module, cls_name: str) -> nn.Module | None:
     """The first direct child of a UNet block whose class is named ``cls_name`` (ldm, sgm alike)."""
     return next((m for m in block.children() if type(m).__name__ == cls_name), None)
@@ -161,7 +170,7 @@ def _ldm_skeleton(unet: nn.Module) -> Skeleton:
         attn_levels=frozenset(
             lvl for blk, lvl in zip(inputs, in_levels) if child(blk, "SpatialTransformer") is not None
         ),
-        linear_proj=isinstance(getattr(first_st, "proj_in", None), nn.Linear),
+        linear_proj=_linear(getattr(first_st, "proj_in", None)),
         in_channels=int(getattr(inputs[0][0], "in_channels", 4)),
         conv_downs=conv_downs,
     )

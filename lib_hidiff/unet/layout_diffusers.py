@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from .layout import Skeleton, UNetLayout, UnsupportedUNet
+from .layout import Skeleton, UNetLayout, UnsupportedUNet, _linear
 from .targets import CallConvention, ControlNetSinks, UNetTargets
 
 __all__ = ["DIFFUSERS", "diffusers_targets", "is_diffusers_unet", "skeleton"]
@@ -145,7 +145,7 @@ def skeleton(unet: nn.Module) -> Skeleton:
         in_attn1=tuple(len(_attn1s(b.transformer)) for b in inputs),
         out_attn1=tuple(len(_attn1s(b.transformer)) for b in outputs),
         attn_levels=frozenset(b.level for b in inputs if b.transformer is not None),
-        linear_proj=isinstance(getattr(first, "proj_in", None), nn.Linear),
+        linear_proj=_linear(getattr(first, "proj_in", None)),
         in_channels=int(getattr(unet.conv_in, "in_channels", 4)),
         conv_downs=frozenset(
             i

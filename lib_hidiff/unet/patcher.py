@@ -408,6 +408,9 @@ class Installation:
             return None
         if kwargs.get("n_times_crossframe_attn_in_self", 0):
             return None
+        value = kwargs.get("value")  # Forge's attn1: a separate value tensor (reference banks, patches)
+        if torch.is_tensor(value) and value is not x:
+            return None
         h, w = call.st_hw
         if x.dim() != 3 or x.shape[1] != h * w:  # token merging or another reshaping patch got here first
             return None

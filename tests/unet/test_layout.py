@@ -26,6 +26,25 @@ def test_sd2_layout_shares_indices_and_is_told_apart_by_linear_projections(sd1, 
     assert {**vars(a), "family": None} == {**vars(b), "family": None}
 
 
+class _CastLinear(nn.Module):
+    """A host's own Linear (Forge casts weights per call; its class is no nn.Linear)."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.weight, self.bias = linear.weight, linear.bias
+
+    def forward(self, x):
+        return nn.functional.linear(x, self.weight, self.bias)
+
+
+def test_sd2_is_told_apart_from_sd1_also_with_a_host_linear_class(sd2):
+    unet = copy.deepcopy(sd2)
+    for m in unet.modules():
+        if type(m).__name__ == "SpatialTransformer":
+            m.proj_in, m.proj_out = _CastLinear(m.proj_in), _CastLinear(m.proj_out)
+    assert hd.inspect_unet(unet).family == "sd2"
+
+
 def test_sdxl_layout(sdxl):
     lay = hd.inspect_unet(sdxl)
     assert lay.family == "sdxl" and lay.native == (128, 128) and lay.n_blocks == 9

@@ -258,6 +258,43 @@ def test_context_equal_x_counts_as_self_attention(unet):
     assert not torch.allclose(a, unwindowed)
 
 
+class _ValueAttention(nn.Module):
+    """Test double for Forge's attn1 call, which can carry a separate ``value`` tensor."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x, context=None, value=None, transformer_options=None):
+        out = self.inner(x, context=context)
+        return out if value is None else out + 0.0 * value.sum()
+
+
+def test_a_separate_value_tensor_is_not_windowed_and_value_x_is(unet):
+    from lib_hidiff.unet.patcher import CallPlan
+
+    block = unet.input_blocks[1][1].transformer_blocks[0]
+    saved = block.attn1
+    block.attn1 = _ValueAttention(saved)
+    x = torch.randn(2, 80 * 80, 32)
+    try:
+        inst = hd.install(unet)
+        inst.activate(S(msw_shift=1), progress=lambda: (0, 10))
+        seen = []
+        spy = saved.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]))
+        inst.call = CallPlan(
+            latent_hw=(80, 80), rad_on=False, ca_on=False, msw_on=True, step_key=0, st_hw=(80, 80)
+        )
+        with torch.no_grad():
+            block.attn1(x, context=x, value=x)  # a patch that returns (n, n, n): windowed as a whole
+            block.attn1(x, context=x, value=torch.randn_like(x))  # a real value bank: left alone
+        spy.remove()
+    finally:
+        hd.uninstall(unet)
+        block.attn1 = saved
+    assert seen == [8, 2]
+
+
 class _SgmStyleAttention(nn.Module):
     """Test double for sgm's attn1, which takes extra keyword arguments."""
 

@@ -1,7 +1,7 @@
 """CFG++ inversion for img2img editing: the "CFG++ inversion" accordion (an AlwaysOn script).
 
 Glue only; the logic lives in lib_hidiff/webui/inversion*.py. Shown in img2img on the WebUIs the
-inversion supports (lib_hidiff.webui.inversion.SUPPORTED_HOSTS); callbacks are registered here,
+inversion supports (``Host.cfgpp_inversion`` of the host adapter); callbacks are registered here,
 because "Reload UI" clears callbacks and re-runs script files.
 """
 

@@ -100,11 +100,6 @@ class EulerCFGppScheduler(CFGppSchedulerMixin, EulerDiscreteScheduler):
     cfgpp_base = EulerDiscreteScheduler
     __init__ = cfgpp_init(EulerDiscreteScheduler, {"cfgpp_scale": DEFAULT_SCALE}, _check_scale_only)
 
-    @keep_signature(EulerDiscreteScheduler.set_timesteps)
-    def set_timesteps(self, *args, **kwargs):
-        self._cfgpp_new_run()
-        return EulerDiscreteScheduler.set_timesteps(self, *args, **kwargs)
-
     @keep_signature(EulerDiscreteScheduler.step)
     def step(self, *args, **kwargs):
         base = EulerDiscreteScheduler.step
@@ -132,11 +127,6 @@ class EulerAncestralCFGppScheduler(CFGppSchedulerMixin, EulerAncestralDiscreteSc
     cfgpp_base = EulerAncestralDiscreteScheduler
     __init__ = cfgpp_init(EulerAncestralDiscreteScheduler, {"cfgpp_scale": DEFAULT_SCALE}, _check_scale_only)
 
-    @keep_signature(EulerAncestralDiscreteScheduler.set_timesteps)
-    def set_timesteps(self, *args, **kwargs):
-        self._cfgpp_new_run()
-        return EulerAncestralDiscreteScheduler.set_timesteps(self, *args, **kwargs)
-
     @keep_signature(EulerAncestralDiscreteScheduler.step)
     def step(self, *args, **kwargs):
         base = EulerAncestralDiscreteScheduler.step
@@ -159,11 +149,6 @@ class DDIMCFGppScheduler(CFGppSchedulerMixin, DDIMScheduler):
 
     cfgpp_base = DDIMScheduler
     __init__ = cfgpp_init(DDIMScheduler, {"cfgpp_scale": DEFAULT_SCALE}, _check_scale_only)
-
-    @keep_signature(DDIMScheduler.set_timesteps)
-    def set_timesteps(self, *args, **kwargs):
-        self._cfgpp_new_run()
-        return DDIMScheduler.set_timesteps(self, *args, **kwargs)
 
     def _cfgpp_x0(self, model_output: torch.Tensor, sample: torch.Tensor, alpha_prod_t: torch.Tensor):
         """DDIMScheduler's predicted x0 (with its clipping / thresholding), from any model output."""
@@ -225,11 +210,6 @@ class DPMSolverMultistepCFGppScheduler(CFGppSchedulerMixin, DPMSolverMultistepSc
                 "DPM++ 2M CFG++ needs algorithm_type 'dpmsolver++' and solver_order 1 or 2; got "
                 f"{self.config.algorithm_type!r}, order {self.config.solver_order}"
             )
-
-    @keep_signature(DPMSolverMultistepScheduler.set_timesteps)
-    def set_timesteps(self, *args, **kwargs):
-        self._cfgpp_new_run()
-        return DPMSolverMultistepScheduler.set_timesteps(self, *args, **kwargs)
 
     @keep_signature(DPMSolverMultistepScheduler.step)
     def step(self, *args, **kwargs):

@@ -82,6 +82,21 @@ class CFGppSchedulerMixin:
     _cfgpp_warned: bool
     cfgpp_base: type  # the diffusers scheduler class this one extends
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every CFG++ scheduler starts a run in set_timesteps: a set_timesteps of the base's own
+        # signature (pipelines inspect it for `timesteps` / `sigmas`) that resets the run first.
+        super().__init_subclass__(**kwargs)
+        base = cls.__dict__.get("cfgpp_base")
+        if base is None or "set_timesteps" in cls.__dict__:
+            return
+
+        @keep_signature(base.set_timesteps)
+        def set_timesteps(self, *args: Any, **kw: Any) -> Any:
+            self._cfgpp_new_run()
+            return base.set_timesteps(self, *args, **kw)
+
+        cls.set_timesteps = set_timesteps
+
     def _cfgpp_check_config(self) -> None:
         """Raise ValueError (one line) for a base configuration the CFG++ rule does not cover."""
         # Flow-matching sigmas need the α = 1 − σ form of the rule (docs/cfgpp.md, "Not covered").

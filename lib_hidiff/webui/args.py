@@ -28,6 +28,7 @@ __all__ = [
     "ScriptArgs",
     "coerce",
     "defaults",
+    "given_values",
     "parse_args",
     "xyz_overrides",
 ]
@@ -171,6 +172,29 @@ def _bounded(field: Field, value: Any, where: str) -> float | int:
     return int(number) if whole else float(number)
 
 
+def given_values(
+    fields: Sequence[Field], args: Sequence[Any] | None, owner: str = "HiDiffusion"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A script's positional args (or one dict in slot 0) as (values given by slot, values named in
+    the dict), checked for count and unknown names. Shared by every script of the extension.
+
+    ``None`` in a slot means "default" (older API clients send it); missing trailing slots too.
+    """
+    args = list(args or ())
+    if len(args) > len(fields):
+        raise ArgsError(f"{owner} takes at most {len(fields)} positional arguments, got {len(args)}")
+    if not (args and isinstance(args[0], Mapping)):
+        return {f.name: v for f, v in zip(fields, args)}, {}
+    # The API wrote the dict into slot 0; the other slots still hold the UI's defaults.
+    names = [f.name for f in fields]
+    named = dict(args[0])
+    unknown = sorted(set(named) - set(names))
+    if unknown:
+        raise ArgsError(f"{owner} argument {unknown[0]!r} is unknown; allowed keys: {', '.join(names)}")
+    named.setdefault("enabled", True)  # a dict of a script's settings asks for that script
+    return {f.name: v for f, v in zip(fields[1:], args[1:])}, named
+
+
 def parse_args(args: Sequence[Any] | None, overrides: Mapping[str, Any] | None = None) -> ScriptArgs:
     """Turn the script's positional args (or one dict in slot 0) plus XYZ overrides into ScriptArgs.
 
@@ -179,24 +203,10 @@ def parse_args(args: Sequence[Any] | None, overrides: Mapping[str, Any] | None =
     Raises ArgsError with a single line naming the argument.
     """
     values = defaults()
-    args = list(args or ())
-    if len(args) > len(FIELDS):
-        raise ArgsError(f"HiDiffusion takes at most {len(FIELDS)} positional arguments, got {len(args)}")
-    if args and isinstance(args[0], Mapping):
-        # The API wrote the dict into slot 0; the other slots still hold the UI's defaults.
-        given = {f.name: v for f, v in zip(FIELDS[1:], args[1:])}
-        named = dict(args[0])
-        unknown = sorted(set(named) - set(_BY_NAME))
-        if unknown:
-            raise ArgsError(
-                f"HiDiffusion argument {unknown[0]!r} is unknown; allowed keys: {', '.join(_BY_NAME)}"
-            )
-        named.setdefault("enabled", True)  # a dict of HiDiffusion settings asks for HiDiffusion
-        if any(named.get(k) is not None for k in _TIMING) and "custom_timing" not in named:
-            named["custom_timing"] = True  # naming T1/T2/aggressive in the API means "use these"
-        given.update(named)
-    else:
-        given = {f.name: v for f, v in zip(FIELDS, args)}
+    given, named = given_values(FIELDS, args)
+    if any(named.get(k) is not None for k in _TIMING) and "custom_timing" not in named:
+        named["custom_timing"] = True  # naming T1/T2/aggressive in the API means "use these"
+    given.update(named)
     for name, value in given.items():
         if value is not None:
             values[name] = coerce(_BY_NAME[name], value)

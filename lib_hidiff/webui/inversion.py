@@ -46,17 +46,13 @@ from .args import ArgsError
 from .inversion_args import OWNER, InversionArgs, parse, xyz_overrides
 from .messages import note
 
-__all__ = ["P_ARGS", "SUPPORTED_HOSTS", "before_sampling", "process", "prompt_from_image", "supported"]
+__all__ = ["P_ARGS", "before_sampling", "process", "prompt_from_image", "supported"]
 
 log = logging.getLogger("hidiffusion")
 
 P_ARGS = "_cfgpp_inversion"  # the parsed InversionArgs of this generation (None = off)
 P_CACHE = "_cfgpp_inversion_cache"  # inverted latent rows of this generation, by content
 
-# Hosts whose img2img the inversion is written for. Forge keeps the same script hooks, but its
-# samplers load the model onto the device inside sample_img2img (sampling_prepare), after the
-# point where the inversion has to run; SD.Next runs diffusers pipelines.
-SUPPORTED_HOSTS = ("a1111",)
 
 EXTRA_NETWORK = re.compile(r"<\w+:[^>]+>")  # <lora:name:1>: the prompt syntax A1111's extra networks parse
 
@@ -68,7 +64,7 @@ class _Skip(Exception):
 def supported() -> str | None:
     """Why the inversion is off on this WebUI, or None."""
     host = hosts.current()
-    if host.name not in SUPPORTED_HOSTS or not hasattr(host, "sampler_classes"):
+    if not host.cfgpp_inversion:
         return f"{OWNER} is not available on {host.label}"
     return None
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .args import ArgsError, Field, coerce
+from .args import Field, coerce, given_values
 
 __all__ = ["FIELDS", "MAX_ITERATIONS", "OWNER", "XYZ_ATTRS", "InversionArgs", "parse", "xyz_overrides"]
 
@@ -49,21 +49,8 @@ def parse(args: Sequence[Any] | None, overrides: Mapping[str, Any] | None = None
     ``None`` in a slot, and missing trailing slots, mean the default.
     """
     values = {f.name: f.default for f in FIELDS}
-    args = list(args or ())
-    if len(args) > len(FIELDS):
-        raise ArgsError(f"{OWNER} takes at most {len(FIELDS)} positional arguments, got {len(args)}")
-    if args and isinstance(args[0], Mapping):
-        given = {f.name: v for f, v in zip(FIELDS[1:], args[1:])}
-        named = dict(args[0])
-        unknown = sorted(set(named) - set(_BY_NAME))
-        if unknown:
-            raise ArgsError(
-                f"{OWNER} argument {unknown[0]!r} is unknown; allowed keys: {', '.join(_BY_NAME)}"
-            )
-        named.setdefault("enabled", True)  # a dict of inversion settings asks for the inversion
-        given.update(named)
-    else:
-        given = {f.name: v for f, v in zip(FIELDS, args)}
+    given, named = given_values(FIELDS, args, OWNER)
+    given.update(named)
     for name, value in {**given, **(overrides or {})}.items():
         if value is not None:
             values[name] = coerce(_BY_NAME[name], value, OWNER)

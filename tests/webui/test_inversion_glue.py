@@ -16,7 +16,7 @@ import torch
 from modules import processing, prompt_parser, script_callbacks, sd_samplers, sd_samplers_common, shared
 
 from lib_hidiff import cfgpp
-from lib_hidiff.webui import generation, inversion, inversion_args, inversion_infotext, messages
+from lib_hidiff.webui import generation, inversion_args, inversion_infotext, messages
 
 from . import webui_env
 from .webui_env import ClosedFormModel, HybridModel, TinyLatentDiffusion, WebUI, closed_form_mean
@@ -466,7 +466,9 @@ def test_float16_init_latent(env, model, starts):
 
 
 def test_unsupported_host_gets_one_line(env, model, monkeypatch):
-    monkeypatch.setattr(inversion, "SUPPORTED_HOSTS", ())
+    from lib_hidiff.webui import hosts
+
+    monkeypatch.setattr(type(hosts.current()), "cfgpp_inversion", False)
     init = clean_latent()
     p, res = run(env, [True, "a photo", 0, 2], init)
     _, plain = run(env, [], init)

@@ -24,7 +24,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .base import Host
+from .base import Host, missing_features
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -46,6 +46,7 @@ FEATURES = {
 class A1111Host(Host):
     name = "a1111"
     label = "AUTOMATIC1111 WebUI"
+    cfgpp_inversion = True
 
     # WebUI base denoiser class -> (CFG++ denoiser, CFG++ sampler); shared by all instances.
     _classes: ClassVar[dict[type, tuple[type, type]]] = {}
@@ -64,14 +65,7 @@ class A1111Host(Host):
 
     @classmethod
     def install_problems(cls, webui_root: str, torch_version: str | None, tag: str | None) -> list[str]:
-        missing = []
-        for parts, needle in FEATURES.items():
-            try:
-                with open(os.path.join(webui_root, *parts), encoding="utf-8") as f:
-                    if needle not in f.read():
-                        missing.append("/".join(parts))
-            except OSError:
-                missing.append("/".join(parts))
+        missing = missing_features(webui_root, FEATURES)
         version = _version(tag)
         if missing or (version is not None and version < MIN_WEBUI):
             shown = tag or "unknown version"

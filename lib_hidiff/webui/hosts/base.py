@@ -14,6 +14,7 @@ what its host changes.
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:  # install.py imports the adapters in the WebUI's launcher: no torch at import
@@ -22,9 +23,25 @@ if TYPE_CHECKING:  # install.py imports the adapters in the WebUI's launcher: no
     from lib_hidiff import cfgpp
     from lib_hidiff import unet as hd
 
-__all__ = ["Host", "log"]
+__all__ = ["Host", "log", "missing_features"]
 
 log = logging.getLogger("hidiffusion")
+
+
+def missing_features(webui_root: str, features: dict[tuple[str, ...], str]) -> list[str]:
+    """The files of ``features`` ({path parts: text it must contain}) that lack their text (install.py).
+
+    Forks keep the code, not the version tags: what a WebUI can do is read from its files.
+    """
+    missing = []
+    for parts, needle in features.items():
+        try:
+            with open(os.path.join(webui_root, *parts), encoding="utf-8") as f:
+                if needle not in f.read():
+                    missing.append("/".join(parts))
+        except OSError:
+            missing.append("/".join(parts))
+    return missing
 
 
 class Host:
@@ -37,6 +54,10 @@ class Host:
     # sampling pass starts. A1111 1.10+: process_before_every_sampling runs before the base pass
     # and again before the hires pass.
     pass_events: ClassVar[frozenset[str]] = frozenset({"process_before_every_sampling"})
+
+    # The img2img "CFG++ inversion" (lib_hidiff/webui/inversion.py) needs the A1111 img2img
+    # sampling path and a CFG++ denoiser built by ``sampler_classes()``.
+    cfgpp_inversion: ClassVar[bool] = False
 
     # -- detection ---------------------------------------------------------------------------------
     @classmethod

@@ -11,8 +11,9 @@ this adapter is the A1111 one with what Forge changes (facts: HOSTS.md, Forge df
   idempotent) and come off after the generation, like on A1111. Nothing goes into the patcher's
   ``model_options``: those belong to the loaded model, not to one generation. A model reload builds
   a new tree (``on_model_loaded`` closes the gate; the old tree dies with its hooks).
-* Forge's Linear layers are not ``torch.nn.Linear`` and the model has no ``parameterization``:
-  768-v SD 2.x is recognised from the engine's ``is_sd2`` and the predictor's prediction type.
+* The model has no ``parameterization``: 768-v SD 2.x is recognised from the predictor's
+  prediction type (the core tells SD 2.x from its linear projections, Forge's own Linear class
+  included).
 * Non-UNet models (Flux, SD3, Chroma, ...): one message, generation untouched.
 * CFG++: Forge's CFG denoiser never calls ``combine_denoised``; it keeps the uncond as
   ``last_noise_uncond = (x - uncond_pred) / sigma`` when ``need_last_noise_uncond`` is set, so
@@ -36,11 +37,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .a1111 import A1111Host
+from .base import missing_features
 
 if TYPE_CHECKING:
     import torch.nn as nn
-
-    from lib_hidiff import unet as hd
 
 __all__ = ["HOST", "ForgeHost"]
 
@@ -58,6 +58,9 @@ _READS_MULTIPLIER = re.compile(r"\*\s*self\.cond_scale_miltiplier")
 class ForgeHost(A1111Host):
     name = "forge"
     label = "Forge"
+    # Forge's samplers load the model onto the device inside sample_img2img (sampling_prepare),
+    # after the point where the inversion has to run.
+    cfgpp_inversion = False
 
     _forge_classes: ClassVar[dict[type, tuple[type, type]]] = {}
 
@@ -77,14 +80,7 @@ class ForgeHost(A1111Host):
 
     @classmethod
     def install_problems(cls, webui_root: str, torch_version: str | None, tag: str | None) -> list[str]:
-        missing = []
-        for parts, needle in FEATURES.items():
-            try:
-                with open(os.path.join(webui_root, *parts), encoding="utf-8") as f:
-                    if needle not in f.read():
-                        missing.append("/".join(parts))
-            except OSError:
-                missing.append("/".join(parts))
+        missing = missing_features(webui_root, FEATURES)
         if missing:
             return [
                 "sd-webui-hidiffusion: this Forge lacks what the extension needs "
@@ -103,20 +99,6 @@ class ForgeHost(A1111Host):
         patcher = getattr(getattr(sd_model, "forge_objects", None), "unet", None)
         predictor = getattr(getattr(patcher, "model", None), "predictor", None)
         return getattr(predictor, "prediction_type", None) == "v_prediction"
-
-    def layout(self, sd_model: Any, unet: nn.Module) -> hd.UNetLayout:
-        from lib_hidiff import unet as hd
-
-        layout = hd.inspect_unet(unet)
-        # The SD1/SD2 split in the core looks for nn.Linear projections, which Forge's layers are
-        # not: ask the engine instead.
-        if (
-            layout.family in ("sd1", "sd2")
-            and getattr(sd_model, "is_sd2", False)
-            and self.v_prediction(sd_model)
-        ):
-            layout = layout.with_native(96)  # SD 2.x 768-v models are native at 768 px
-        return layout
 
     def blocking(self, p: Any) -> str | None:
         sd_model = p.sd_model

@@ -1,4 +1,4 @@
-"""The SD.Next adapter (vladmandic/sdnext, diffusers-only; facts: /tmp/team/sdnext-notes.md, 058a7f0c).
+"""The SD.Next adapter (vladmandic/sdnext, diffusers-only; facts with path:line at 058a7f0c: docs/hosts/sdnext.md).
 
 SD.Next keeps A1111's scripts API, infotext fields and ``alwayson_scripts``, so the accordion,
 arguments, infotext keys and settings are the shared ones. What differs, and where it is handled:
@@ -34,7 +34,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .base import Host
+from .base import Host, missing_features
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -115,14 +115,7 @@ class SDNextHost(Host):
 
     @classmethod
     def install_problems(cls, webui_root: str, torch_version: str | None, tag: str | None) -> list[str]:
-        missing = []
-        for parts, needle in FEATURES.items():
-            try:
-                with open(os.path.join(webui_root, *parts), encoding="utf-8") as f:
-                    if needle not in f.read():
-                        missing.append("/".join(parts))
-            except OSError:
-                missing.append("/".join(parts))
+        missing = missing_features(webui_root, FEATURES)
         if missing:
             return [
                 "sd-webui-hidiffusion: this SD.Next lacks what the extension needs "

@@ -66,7 +66,7 @@ class Script:
     def run(self, p, *args):
         pass
 
-    def setup(self, p, *args):  # never called by SD.Next (see sdnext-notes.md)
+    def setup(self, p, *args):  # never called by SD.Next (see docs/hosts/sdnext.md)
         pass
 
     def before_process(self, p, *args):

@@ -23,8 +23,15 @@ class InterruptedException(BaseException):
 
 
 def setup_img2img_steps(p, steps=None):
-    steps = steps or p.steps
-    return steps, int(min(p.denoising_strength, 0.999) * steps)
+    # As 1.10.1: given steps (the hires pass) or img2img_fix_steps run exactly that many steps.
+    if shared.opts.data.get("img2img_fix_steps", False) or steps is not None:
+        requested_steps = steps or p.steps
+        steps = int(requested_steps / min(p.denoising_strength, 0.999)) if p.denoising_strength > 0 else 0
+        t_enc = requested_steps - 1
+    else:
+        steps = p.steps
+        t_enc = int(min(p.denoising_strength, 0.999) * steps)
+    return steps, t_enc
 
 
 def apply_refiner(cfg_denoiser, sigma=None):

@@ -20,7 +20,7 @@ HINT = (
     "starts from (1.0: all the way), and samples from there with your prompt instead of init + random "
     "noise. Same prompt, <b>Euler CFG++</b> and the same CFG scale give the image back (exactly in "
     "the limit of refinement iterations); any other sampler starts from the same latent with no "
-    "round-trip promise. Costs (1 + iterations) model calls per img2img step."
+    "round-trip promise. Costs 1 model call per img2img step, plus up to iterations + 1 more."
 )
 
 TOOLTIPS = {

@@ -3,8 +3,7 @@
 Relative reconstruction error ‖sample(invert(x)) − x‖ / ‖x‖ on Karras and DDIM grids ending at 0:
 - Gaussians (isotropic pair; anisotropic pair, per-dimension stds): falls monotonically with the
   iterations and reaches ≤ 1e-6, at 10 steps as at 50;
-- the Gaussian-mixture pair: refinement does not make the round trip worse than the plain inversion
-  (from 2 iterations on; within 10 % at 1 iteration);
+- the Gaussian-mixture pair: refinement never makes the round trip worse than the plain inversion;
 - a model on which no trial can improve returns the plain inversion bit for bit.
 `pytest -s` prints the table in docs/cfgpp.md ("Inversion").
 """
@@ -19,7 +18,6 @@ import pytest
 import torch
 
 from lib_hidiff import cfgpp
-from lib_hidiff.cfgpp import inversion
 
 from .oracles import PAIRS, SHAPE, Gaussian, GuidedModel, cfg_model, grid
 
@@ -92,13 +90,10 @@ def test_anisotropic_gaussian_with_strong_guidance_stays_monotone(kind, steps):
 @pytest.mark.parametrize("steps", [10, 50])
 @pytest.mark.parametrize("scale", [0.6, 1.0, 1.3])
 def test_mixture_refinement_never_worse_than_plain(kind, steps, scale):
-    """Each step keeps its measured residual at or below the plain step's; the round trip sums the
-    steps' residuals through the sampler, so a smaller residual per step does not strictly imply a
-    smaller round-trip error. Measured: from 2 iterations on never worse; at 1 iteration (which may
-    end on one unmeasured secant step) at most a few percent worse, in 1 of 108 cases (docs)."""
+    """Each step returns a measured point whose residual is at or below the plain step's (an
+    unmeasured last step once made this round trip 2 % worse; the refinement never ends on one)."""
     errors = [round_trip("mixture", kind, steps, scale, k) for k in TABLE_ITERATIONS]
-    assert errors[1] <= 1.1 * errors[0], errors
-    assert max(errors[2:]) <= errors[0], errors
+    assert max(errors[1:]) <= errors[0], errors
     assert min(errors[1:]) <= 0.5 * errors[0], errors
 
 
@@ -164,4 +159,3 @@ def test_print_inversion_table():
     for steps in (10, 50):
         # the paper's claim on the mixture, for the plain inversion
         assert by_label[(steps, "mixture CFG++ λ=0.6")][0] < by_label[(steps, "mixture CFG w=7.5")][0]
-    assert inversion.TRUST_RATIO <= 0.5

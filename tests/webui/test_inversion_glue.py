@@ -211,12 +211,12 @@ def inversion_calls(model):
 def test_one_inversion_per_distinct_init_image(env, model, starts):
     a, b = clean_latent(1, seed=1), clean_latent(1, seed=2)
     init = torch.cat([a, a, b])
-    p, _ = run(env, [True, "a photo", 0, 1], init, n_iter=2, batch_size=3)
+    p, _ = run(env, [True, "a photo", 0, 0], init, n_iter=2, batch_size=3)
     rows = inversion_calls(model)
     sampling = 2 * 6 * 6  # two batches × 6 steps × (3 cond + 3 uncond rows)... counted by rows below
     assert rows.count(4) > 0 and all(r in (4, 6) for r in rows)  # inversion: 2 distinct images
     inversion_rows = sum(r for r in rows if r == 4)
-    assert inversion_rows == 4 * 2 * 5  # 5 steps (strength 0.75 of 6), 2 calls each, once for both batches
+    assert inversion_rows == 4 * 1 * 5  # 5 steps (strength 0.75 of 6), 1 call each, once for both batches
     assert torch.equal(starts[0][0], starts[0][1]) and not torch.equal(starts[0][0], starts[0][2])
     assert torch.equal(starts[0], starts[1])  # the second batch reuses the inversion
     del sampling

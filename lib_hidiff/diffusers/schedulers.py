@@ -33,10 +33,8 @@ from diffusers import (
 
 from lib_hidiff.cfgpp.dpmpp import DPMPP_2M_VARIANTS
 
-from .guidance import GuidedSplit
 from .scheduling import (
     CFGppSchedulerMixin,
-    bind_step,
     call_step,
     cfgpp_init,
     check_scale,
@@ -65,10 +63,6 @@ def _check_dpm(values: dict) -> dict:
             f"DPM++ 2M CFG++ variant (cfgpp_variant) must be 'A' or 'B'; got {values['cfgpp_variant']!r}"
         )
     return {"cfgpp_scale": check_scale(values["cfgpp_scale"]), "cfgpp_variant": variant}
-
-
-def _split_of(scheduler: CFGppSchedulerMixin, bound: Any) -> GuidedSplit | None:
-    return scheduler._cfgpp_split(bound.arguments["model_output"], bound.arguments["timestep"])
 
 
 def _with_guidance(out: Any, bound: Any, guidance: torch.Tensor, x0_shift: torch.Tensor | None) -> Any:
@@ -102,13 +96,9 @@ class EulerCFGppScheduler(CFGppSchedulerMixin, EulerDiscreteScheduler):
 
     @keep_signature(EulerDiscreteScheduler.step)
     def step(self, *args, **kwargs):
-        base = EulerDiscreteScheduler.step
-        bound = bind_step(base, self, args, kwargs)
-        split = _split_of(self, bound)
+        base, bound, split = self._cfgpp_begin(args, kwargs)
         if split is None:
             return base(*bound.args, **bound.kwargs)
-        if self.step_index is None:
-            self._init_step_index(bound.arguments["timestep"])
         a = bound.arguments
         sigma = self.sigmas[self.step_index]
         churn = a.get("s_churn", 0.0)
@@ -129,13 +119,9 @@ class EulerAncestralCFGppScheduler(CFGppSchedulerMixin, EulerAncestralDiscreteSc
 
     @keep_signature(EulerAncestralDiscreteScheduler.step)
     def step(self, *args, **kwargs):
-        base = EulerAncestralDiscreteScheduler.step
-        bound = bind_step(base, self, args, kwargs)
-        split = _split_of(self, bound)
+        base, bound, split = self._cfgpp_begin(args, kwargs)
         if split is None:
             return base(*bound.args, **bound.kwargs)
-        if self.step_index is None:
-            self._init_step_index(bound.arguments["timestep"])
         sigma = self.sigmas[self.step_index]
         gain = _euler_x0_gain(self.config, sigma, sigma)
         guided = split.guided(self.cfgpp_scale)
@@ -170,9 +156,7 @@ class DDIMCFGppScheduler(CFGppSchedulerMixin, DDIMScheduler):
 
     @keep_signature(DDIMScheduler.step)
     def step(self, *args, **kwargs):
-        base = DDIMScheduler.step
-        bound = bind_step(base, self, args, kwargs)
-        split = _split_of(self, bound) if self.num_inference_steps is not None else None
+        base, bound, split = self._cfgpp_begin(args, kwargs, needs_steps=True)
         if split is None:
             return base(*bound.args, **bound.kwargs)
         timestep, sample = bound.arguments["timestep"], bound.arguments["sample"]
@@ -213,13 +197,9 @@ class DPMSolverMultistepCFGppScheduler(CFGppSchedulerMixin, DPMSolverMultistepSc
 
     @keep_signature(DPMSolverMultistepScheduler.step)
     def step(self, *args, **kwargs):
-        base = DPMSolverMultistepScheduler.step
-        bound = bind_step(base, self, args, kwargs)
-        split = _split_of(self, bound) if self.num_inference_steps is not None else None
+        base, bound, split = self._cfgpp_begin(args, kwargs, needs_steps=True)
         if split is None:
             return base(*bound.args, **bound.kwargs)
-        if self.step_index is None:
-            self._init_step_index(bound.arguments["timestep"])
         i, sample = self.step_index, bound.arguments["sample"]
         guided = split.guided(self.cfgpp_scale)
         x0_u = self.convert_model_output(split.uncond, sample=sample)

@@ -117,6 +117,24 @@ class CFGppSchedulerMixin:
         if self.cfgpp_capture is not None:
             self.cfgpp_capture.take()  # a call from before this run is never this run's
 
+    def _cfgpp_begin(
+        self, args: tuple, kwargs: dict, *, needs_steps: bool = False
+    ) -> tuple[Callable, inspect.BoundArguments, GuidedSplit | None]:
+        """The start of every CFG++ `step()`: (the base step, its bound arguments, this step's split).
+
+        A split of None means: take the base step as called (``base(*bound.args, **bound.kwargs)``).
+        With a split, the step index is initialised where the base scheduler keeps one.
+        ``needs_steps``: the base reads ``num_inference_steps`` (no split before set_timesteps).
+        """
+        base = self.cfgpp_base.step
+        bound = bind_step(base, self, args, kwargs)
+        if needs_steps and self.num_inference_steps is None:
+            return base, bound, None
+        split = self._cfgpp_split(bound.arguments["model_output"], bound.arguments["timestep"])
+        if split is not None and getattr(self, "step_index", 0) is None:
+            self._init_step_index(bound.arguments["timestep"])
+        return base, bound, split
+
     def _cfgpp_split(self, model_output: torch.Tensor, timestep: Any) -> GuidedSplit | None:
         capture = self.cfgpp_capture
         if capture is None:

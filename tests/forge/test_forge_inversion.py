@@ -79,25 +79,17 @@ def starts(monkeypatch):
 def loaded_calls(monkeypatch):
     """For every model call: was the model loaded (Forge's sampling_prepare) when it ran?"""
     seen: list[bool] = []
-    apply = KModel.apply_model
 
-    def recording(self, *args, **kwargs):
-        seen.append(memory_management.is_loaded(self))
-        return apply(self, *args, **kwargs)
+    def recording(apply):
+        def apply_model(self, *args, **kwargs):
+            seen.append(memory_management.is_loaded(self))
+            return apply(self, *args, **kwargs)
 
-    monkeypatch.setattr(KModel, "apply_model", recording)
-    monkeypatch.setattr(ClosedFormKModel, "apply_model", _wrap_closed_form(seen))
+        return apply_model
+
+    for cls in (KModel, ClosedFormKModel):
+        monkeypatch.setattr(cls, "apply_model", recording(cls.apply_model))
     return seen
-
-
-def _wrap_closed_form(seen):
-    apply = ClosedFormKModel.apply_model
-
-    def recording(self, *args, **kwargs):
-        seen.append(memory_management.is_loaded(self))
-        return apply(self, *args, **kwargs)
-
-    return recording
 
 
 def inversion_args_list(env, values, hidiffusion=None):

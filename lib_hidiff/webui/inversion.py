@@ -7,11 +7,14 @@ Lifecycle (the "CFG++ inversion" script, scripts/cfgpp_inversion.py):
   the infotext. A bad value or a generation the inversion cannot serve gets one line
   (messages.note) and the generation runs untouched.
 * ``before_sampling`` (``process_before_every_sampling``, which A1111 1.10 runs in img2img after
-  drawing the noise and right before ``sampler.sample_img2img``): build the sigmas the sampler is
-  about to use (its own ``get_sigmas`` / ``get_timesteps`` on the same steps), invert
-  ``p.init_latent`` from 0 up to the starting sigma with ``cfgpp.invert_cfgpp``, and overwrite the
-  noise tensor in place with n = (y − init) / (σ_start + extra noise), so that the WebUI's own
-  xi = init + n·σ_start (+ n·extra; VP samplers: the same times √ᾱ) is the inverted latent y.
+  drawing the noise and right before ``sampler.sample_img2img``): the host adapter may refuse
+  (``Host.inversion_blocking``) and decides when the rest runs (``Host.run_inversion``: A1111 at
+  once; Forge from inside ``sample_img2img``, once its model is loaded, before the noise is used).
+  Then: build the sigmas the sampler is about to use (its own ``get_sigmas`` / ``get_timesteps`` on
+  the same steps), invert ``p.init_latent`` from 0 up to the starting sigma with
+  ``cfgpp.invert_cfgpp``, and overwrite the noise tensor in place with
+  n = (y − init) / (σ_start + extra noise), so that the WebUI's own xi = init + n·σ_start
+  (+ n·extra; VP samplers: the same times √ᾱ) is the inverted latent y.
 
 The model is the WebUI's CFG denoiser in the CFG++ form of the host adapter (it exposes the
 unconditional x0), set up as the sampler's will be (mask, init latent, image conditioning), with
@@ -103,17 +106,32 @@ def _blocking(p: Any) -> str | None:
 def before_sampling(p: Any, noise: torch.Tensor | None, uncond: Any = None) -> torch.Tensor | None:
     """Invert ``p.init_latent`` and make ``noise`` (the tensor the sampler will use) lead to it.
 
-    Returns the inverted latents (one row per image), or None when nothing was changed.
+    The host runs the inversion where its sampler's model is ready and the img2img schedule is
+    about to be built (``Host.run_inversion``: A1111 at once; Forge inside ``sample_img2img``).
+    Returns the inverted latents (one row per image) when it ran now, else None.
     """
     a: InversionArgs | None = getattr(p, P_ARGS, None)
     if a is None or noise is None:
         return None
+    host = hosts.current()
+    reason = host.inversion_blocking(p)
+    if reason is not None:
+        _skipped(p, reason)
+        return None
+    return host.run_inversion(p, lambda: _invert_into(p, a, noise, uncond))
+
+
+def _skipped(p: Any, reason: str) -> None:
+    note(p, f"{reason}; generating without {OWNER}")
+    inversion_infotext.remove(p.extra_generation_params)
+
+
+def _invert_into(p: Any, a: InversionArgs, noise: torch.Tensor, uncond: Any) -> torch.Tensor | None:
     try:
         plan = _plan(p)
         y = _invert_rows(p, a, plan, p.uc if uncond is None else uncond)
     except _Skip as e:
-        note(p, f"{e}; generating without {OWNER}")
-        inversion_infotext.remove(p.extra_generation_params)
+        _skipped(p, str(e))
         return None
     if y is None:  # interrupted: the sampling stops at its first step anyway
         return None

@@ -15,6 +15,7 @@ from typing import Any
 
 import gradio
 import torch
+from backend import memory_management
 from backend.diffusion_engine.base import ForgeDiffusionEngine, ForgeObjects
 from backend.modules.k_model import KModel
 from backend.modules.k_prediction import Prediction
@@ -132,6 +133,7 @@ class ForgeUI:
         for k, v in self.cmd_flags.items():
             setattr(shared.cmd_opts, k, v)
         sd_models.reset()
+        memory_management.current_loaded_models.clear()
         sd_unet.current_unet = None
         errors.reported.clear()
         self._restore_builtin_samplers()
@@ -160,6 +162,7 @@ class ForgeUI:
         script_callbacks.clear_callbacks()
         self._restore_builtin_samplers()
         sd_models.reset()
+        memory_management.current_loaded_models.clear()
         shared.sd_model = None
 
     @staticmethod

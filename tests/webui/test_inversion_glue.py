@@ -17,6 +17,7 @@ from modules import processing, prompt_parser, script_callbacks, sd_samplers, sd
 
 from lib_hidiff import cfgpp
 from lib_hidiff.webui import generation, inversion_args, inversion_infotext, messages
+from tests.inversion_checks import clean_latent, closed_form_inversion, output, rel
 
 from . import webui_env
 from .webui_env import ClosedFormModel, HybridModel, TinyLatentDiffusion, WebUI, closed_form_mean
@@ -91,19 +92,6 @@ def run(env, values, init, hidiffusion=None, **kwargs):
     return p, processing.process_images(p)
 
 
-def clean_latent(batch=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 4, 8, 8, generator=g)
-
-
-def output(res) -> torch.Tensor:
-    return torch.stack(list(res.images))
-
-
-def rel(a, b) -> float:
-    return float((a - b).norm() / b.norm())
-
-
 # -- what the accordion does -----------------------------------------------------------------------
 def reference_inversion(p, init, source, ascending, iterations):
     """invert_cfgpp on the closed-form formulas (source prompt as cond, negative prompt as uncond)."""
@@ -112,20 +100,8 @@ def reference_inversion(p, init, source, ascending, iterations):
     m_neg = closed_form_mean(
         prompt_parser.encode(p.negative_prompt)[None].expand(init.shape[0], -1, -1), zero
     )
-
-    class Ref:
-        last_denoised_uncond = None
-
-        def __call__(self, x, sigma, cond_scale):
-            s2 = sigma.view(-1, 1, 1, 1) ** 2
-            d_c, d_u = (x + s2 * m_src) / (1 + s2), (x + s2 * m_neg) / (1 + s2)
-            self.last_denoised_uncond = d_u
-            return d_u + cond_scale * (d_c - d_u)
-
     lam = cfgpp.lambda_from_cfg(p.cfg_scale, "cfg/12.5")
-    return cfgpp.invert_cfgpp(
-        Ref(), init, ascending, {"cond_scale": lam}, disable=True, iterations=iterations
-    )
+    return closed_form_inversion(init, m_src, m_neg, ascending, lam, iterations)
 
 
 def expected_start(model, p, init, source, iterations, strength):

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 if TYPE_CHECKING:  # install.py imports the adapters in the WebUI's launcher: no torch at import
     import torch.nn as nn
@@ -26,6 +27,8 @@ if TYPE_CHECKING:  # install.py imports the adapters in the WebUI's launcher: no
 __all__ = ["Host", "log", "missing_features"]
 
 log = logging.getLogger("hidiffusion")
+
+T = TypeVar("T")
 
 
 def missing_features(webui_root: str, features: dict[tuple[str, ...], str]) -> list[str]:
@@ -153,3 +156,17 @@ class Host:
     def registered_samplers(self) -> list[str]:
         """The display names of the samplers this adapter registered and still provides."""
         return []
+
+    # -- CFG++ inversion (img2img) ------------------------------------------------------------------
+    def inversion_blocking(self, p: Any) -> str | None:
+        """Why this host cannot invert for this img2img pass (one line), or None.
+
+        Asked at ``process_before_every_sampling``, with ``p.sampler`` created."""
+        return None
+
+    def run_inversion(self, p: Any, invert: Callable[[], T]) -> T | None:
+        """Call ``invert`` where the sampler's model is ready and before the sampler builds its start
+        latent from the noise (``invert`` overwrites that noise in place). A1111 1.10 loads the
+        model before ``process_before_every_sampling``: now. Returns what ``invert`` returned, or
+        None when the host runs it later."""
+        return invert()

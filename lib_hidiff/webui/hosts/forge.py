@@ -22,6 +22,15 @@ this adapter is the A1111 one with what Forge changes (facts: HOSTS.md, Forge df
   λ there), and a scale of 1 would skip the uncond batch (``disable_cfg1_optimization``). λ of the
   hires pass comes from Forge's Hires CFG. With no negative conditioning at all (Forge drops it
   at CFG 1) the samplers fall back to their base rule (GuidedDenoiser logs it).
+* CFG++ inversion (img2img): Forge loads the UNet (device, LoRA weights, ControlNet pre_run) in
+  ``sampling_prepare`` at the top of ``sample_img2img``, after ``process_before_every_sampling``.
+  The inversion runs at the next point where a script can act: ``p.sampler_noise_scheduler_override``,
+  which k-diffusion ``get_sigmas`` calls right after ``sampling_prepare`` and before the start
+  latent is built from the noise (dfdcbab sd_samplers_kdiffusion.py:98-99, :138-147). Armed per
+  pass at ``process_before_every_sampling``, it restores the previous override before anything
+  else (one shot), runs the inversion (which overwrites the noise in place, as on A1111) and
+  returns the sigmas ``get_sigmas`` would have built. Timestep samplers (DDIM, PLMS, UniPC) build
+  their start latent with no such point and are refused with one line.
 * Forge's built-in "DDIM CFG++" sets a scale multiplier its denoiser never reads (it guides with
   the full CFG as λ): ours is registered beside it as "DDIM CFG++ (k-diffusion)". Built-ins of the
   other names (Forge Neo ships Euler / Euler a / DPM++ 2M / DPM++ SDE CFG++, λ = raw CFG) are kept.
@@ -33,7 +42,7 @@ import contextlib
 import inspect
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .a1111 import A1111Host
@@ -58,9 +67,7 @@ _READS_MULTIPLIER = re.compile(r"\*\s*self\.cond_scale_miltiplier")
 class ForgeHost(A1111Host):
     name = "forge"
     label = "Forge"
-    # Forge's samplers load the model onto the device inside sample_img2img (sampling_prepare),
-    # after the point where the inversion has to run.
-    cfgpp_inversion = False
+    cfgpp_inversion = True
 
     _forge_classes: ClassVar[dict[type, tuple[type, type]]] = {}
 
@@ -128,6 +135,66 @@ class ForgeHost(A1111Host):
         except (OSError, TypeError):
             return False
         return bool(_READS_MULTIPLIER.search(source))
+
+    # -- CFG++ inversion (img2img) ------------------------------------------------------------------
+    def inversion_blocking(self, p: Any) -> str | None:
+        from ..inversion_args import OWNER
+
+        sd_model = p.sd_model
+        if not _is_sd(sd_model):
+            return f"{OWNER} covers SD 1.x, 2.x and SDXL models, not {type(sd_model).__name__}"
+        patcher = getattr(getattr(sd_model, "forge_objects", None), "unet", None)
+        predictor = getattr(getattr(patcher, "model", None), "predictor", None)
+        if getattr(predictor, "prediction_type", None) == "const":
+            return f"{OWNER}: this model adds noise its own way (flow matching), which CFG++ does not cover"
+        if not hasattr(p.sampler, "get_sigmas"):
+            return (
+                f"{OWNER} on Forge needs a k-diffusion sampler (Euler CFG++, DDIM CFG++ (k-diffusion), ...); "
+                f"{p.sampler_name!r} builds its start latent where the inversion cannot run"
+            )
+        return None
+
+    def run_inversion(self, p: Any, invert: Callable[[], Any]) -> None:
+        p.sampler_noise_scheduler_override = _ArmedSchedule(p, invert)
+
+
+class _ArmedSchedule:
+    """``p.sampler_noise_scheduler_override`` for one img2img pass: runs the inversion once, inside
+    ``get_sigmas`` (model ready, noise not used yet), and returns the pass's own sigmas."""
+
+    def __init__(self, p: Any, invert: Callable[[], Any]):
+        previous = getattr(p, "sampler_noise_scheduler_override", None)
+        # armed again before it fired (a repeated hook): keep the original one
+        self.previous = previous.previous if isinstance(previous, _ArmedSchedule) else previous
+        self.p, self.sampler, self.invert = p, p.sampler, invert
+
+    def __call__(self, steps: int) -> Any:
+        p, previous = self.p, self.previous
+        p.sampler_noise_scheduler_override = previous  # first: one shot, whatever happens next
+        if p.sampler is self.sampler:  # the pass it was armed for
+            try:
+                self.invert()
+            except Exception:  # as the script runner treats a failing process_before_every_sampling
+                from modules import errors
+
+                errors.report("Error running CFG++ inversion (in Forge's get_sigmas)", exc_info=True)
+        if previous is not None:
+            return previous(steps)
+        return _undiscarded(p, p.sampler, steps)
+
+
+def _undiscarded(p: Any, sampler: Any, steps: int) -> Any:
+    """What the override must return for ``get_sigmas(p, n)`` (called with ``steps`` = n, or n + 1
+    when it then drops the next-to-last sigma): the pass's sigmas, padded so that the drop gives
+    them back (dfdcbab sd_samplers_kdiffusion.py:82-87, :131-132)."""
+    import torch
+    from modules import sd_samplers_common
+
+    n, _ = sd_samplers_common.setup_img2img_steps(p)
+    sigmas = sampler.get_sigmas(p, n)
+    if steps == len(sigmas):  # the outer call will drop sigmas[-2]: give it one to drop
+        sigmas = torch.cat([sigmas[:-1], sigmas[-2:-1], sigmas[-1:]])
+    return sigmas
 
 
 def _is_sd(sd_model: Any) -> bool:

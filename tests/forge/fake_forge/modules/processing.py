@@ -1,6 +1,7 @@
 """modules.processing: ``p`` and process_images in Forge 2.x's order (dfdcbab processing.py).
 
-process_images: forge_model_reload -> process -> per batch: forge_model_reload, forge_objects reset
+process_images: forge_model_reload -> process -> p.init (img2img: the sampler and the image
+conditioning, dfdcbab :913, :1684-1689, :1842) -> per batch: forge_model_reload, forge_objects reset
 (from ``forge_objects_original``), process_batch, forge_objects reset (from
 ``..._after_applying_lora``), conds, p.sample -> postprocess (skipped when sampling raises).
 txt2img p.sample: sampler, forge_objects reset, ToMe, process_before_every_sampling, base pass;
@@ -32,6 +33,11 @@ class StableDiffusionProcessing(_A1111Processing):
         info = None if refiner_checkpoint is None else sd_models.CheckpointInfo(refiner_checkpoint)
         super().__init__(refiner_checkpoint_info=info, **kwargs)
         self.modified_noise = None
+        self.sampler_noise_scheduler_override = None  # :233; k-diffusion get_sigmas calls it
+        self.initial_noise_multiplier = 1.0
+
+    def init(self):
+        pass
 
     def setup_conds(self):
         self.c = prompt_parser.get_multicond_learned_conditioning(self.prompts)
@@ -136,32 +142,55 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
 
 
 class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
+    """img2img as dfdcbab :1684-1880: the sampler is made once in ``init``; ``sample`` draws the
+    noise, resets forge_objects, applies ToMe, runs process_before_every_sampling (noise = the
+    tensor sample_img2img gets, unless a script set ``modified_noise``), samples, blends a mask."""
+
     def __init__(self, *, init_latent=None, latent_mask=None, **kwargs):
         super().__init__(**kwargs)
         self.init_latent = init_latent
         # mask = 1 where the original is kept, nmask = 1 where it is repainted.
         self.mask = None if latent_mask is None else 1.0 - latent_mask
         self.nmask = latent_mask
+        self.image_conditioning = None
+
+    def init(self):
+        self.extra_generation_params["Denoising strength"] = self.denoising_strength
+        self.image_cfg_scale = None
+        self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
+        self.image_conditioning = self.image_conditioning_for(self.init_latent)
 
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
-        self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
         x = self.rng.next()
+        if self.initial_noise_multiplier != 1.0:
+            self.extra_generation_params["Noise multiplier"] = self.initial_noise_multiplier
+            x *= self.initial_noise_multiplier
         self.sd_model.forge_objects = self.sd_model.forge_objects_after_applying_lora.shallow_copy()
         apply_token_merging(self.sd_model, self.get_token_merging_ratio())
         if self.scripts is not None:
             self.scripts.process_before_every_sampling(
                 p=self, x=self.init_latent, noise=x, c=conditioning, uc=unconditional_conditioning
             )
+        if self.modified_noise is not None:
+            x = self.modified_noise
+            self.modified_noise = None
         samples = self.sampler.sample_img2img(
             self,
             self.init_latent,
             x,
             conditioning,
             unconditional_conditioning,
-            image_conditioning=self.image_conditioning_for(x),
+            image_conditioning=self.image_conditioning,
         )
         if self.mask is not None:
-            samples = samples * self.nmask + self.init_latent * self.mask
+            blended = samples * self.nmask + self.init_latent * self.mask
+            if self.scripts is not None:
+                from modules import scripts
+
+                mba = scripts.MaskBlendArgs(samples, self.nmask, self.init_latent, self.mask, blended)
+                self.scripts.on_mask_blend(self, mba)
+                blended = mba.blended_latent
+            samples = blended
         return samples
 
 
@@ -185,6 +214,7 @@ def _process_images_inner(p) -> Processed:
     p.sd_model.extra_generation_params = {}
     if p.scripts is not None:
         p.scripts.process(p)
+    p.init()
     if getattr(p, "enable_hr", False):
         p.calculate_target_resolution()  # in p.init(), after the scripts' process()
     images, infotexts = [], []

@@ -5,6 +5,12 @@ predictor of ``shared.sd_model.forge_objects.unet`` (Forge's ``ForgeScheduleLink
 PyPI k-diffusion lacks: :class:`ScheduleLinker` here); ``sample`` / ``sample_img2img`` call
 ``sampling_prepare`` / ``sampling_cleanup`` around ``launch_sampling`` and scale noise with the
 predictor; ``sampler_extra_args`` = {cond, image_cond, uncond, cond_scale: p.cfg_scale, s_min_uncond}.
+
+``sample_img2img`` in dfdcbab's order (:136-194): sampling_prepare (the model is loaded here) ->
+setup_img2img_steps -> ``get_sigmas`` (which calls ``p.sampler_noise_scheduler_override`` when set,
+:98-99, and drops the next-to-last sigma for "discard" samplers, :82-87, :131-132) -> init cast to
+the noise -> start latent ``predictor.noise_scaling(sigma_sched[0], noise, x)`` (+ noise × extra
+noise, :149-154, without the extra-noise callback) -> initialize -> launch_sampling.
 """
 
 from __future__ import annotations
@@ -77,18 +83,27 @@ class KDiffusionSampler(sd_samplers_common.Sampler):
         self.model_wrap = self.model_wrap_cfg.inner_model
 
     def get_sigmas(self, p, steps):
+        discard = self.config is not None and self.config.options.get("discard_next_to_last_sigma", False)
+        if shared.opts.always_discard_next_to_last_sigma and not discard:
+            discard = True
+            p.extra_generation_params["Discard penultimate sigma"] = True
+        steps += 1 if discard else 0
         name = (p.hr_scheduler if p.is_hr_pass else p.scheduler) or "Automatic"
         if name == "Automatic":
             name = self.config.options.get("scheduler", None)
         scheduler = sd_schedulers.schedulers_map.get(name)
         sigma_min, sigma_max = self.model_wrap.sigmas[0].item(), self.model_wrap.sigmas[-1].item()
-        if scheduler is None or scheduler.function is None:
+        if p.sampler_noise_scheduler_override:
+            sigmas = p.sampler_noise_scheduler_override(steps)
+        elif scheduler is None or scheduler.function is None:
             sigmas = self.model_wrap.get_sigmas(steps)
         else:
             kwargs = {"sigma_min": sigma_min, "sigma_max": sigma_max}
             if scheduler.need_inner_model:
                 kwargs["inner_model"] = self.model_wrap
             sigmas = scheduler.function(n=steps, **kwargs, device="cpu")
+        if discard:
+            sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
         return sigmas.cpu()
 
     def create_noise_sampler(self, x, sigmas, p):
@@ -146,7 +161,11 @@ class KDiffusionSampler(sd_samplers_common.Sampler):
         steps, t_enc = sd_samplers_common.setup_img2img_steps(p, steps)
         sigmas = self.get_sigmas(p, steps)
         sigma_sched = sigmas[steps - t_enc - 1 :]
+        x = x.to(noise)
         xi = self.model_wrap.predictor.noise_scaling(sigma_sched[0], noise, x)
+        if shared.opts.img2img_extra_noise > 0:
+            p.extra_generation_params["Extra noise"] = shared.opts.img2img_extra_noise
+            xi += noise * shared.opts.img2img_extra_noise
         kwargs = self._kwargs(p, x, sigma_sched)
         self.model_wrap_cfg.init_latent = x
         self.last_latent = x

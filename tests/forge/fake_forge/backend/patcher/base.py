@@ -1,9 +1,13 @@
 """backend.patcher.base: ModelPatcher (dfdcbab base.py:51-200) -- clones share ``model``, deep-copy
-``model_options``; patches are entries of ``model_options["transformer_options"]["patches"]``."""
+``model_options``; patches are entries of ``model_options["transformer_options"]["patches"]``.
+LoRA weights: ``add_patches`` records them (:90-117), ``refresh_loras`` merges them through the
+model's one LoraLoader (:125-127), which Forge calls when it loads the model (sampling_prepare)."""
 
 from __future__ import annotations
 
 import copy
+
+from backend.patcher.lora import LoraLoader
 
 
 class ModelPatcher:
@@ -18,6 +22,9 @@ class ModelPatcher:
             offload_device,
             current_device,
         )
+        if not hasattr(model, "lora_loader"):
+            model.lora_loader = LoraLoader(model)
+        self.lora_loader = model.lora_loader
 
     def clone(self):
         n = type(self).__new__(type(self))
@@ -34,6 +41,15 @@ class ModelPatcher:
 
     def has_online_lora(self):
         return False
+
+    def add_patches(self, *, filename, patches, strength_patch=1.0, strength_model=1.0, online_mode=False):
+        keys = {k for k, _ in self.model.named_parameters()}
+        this = {k: [[strength_patch, diff, strength_model, None, None]] for k, diff in patches.items() if k in keys}
+        self.lora_patches[(filename, strength_patch, strength_model, online_mode)] = this
+        return set(this)
+
+    def refresh_loras(self):
+        self.lora_loader.refresh(lora_patches=self.lora_patches, offload_device=self.offload_device)
 
     def memory_required(self, input_shape):
         return self.model.memory_required(input_shape)

@@ -16,6 +16,8 @@ import math
 
 import torch
 
+from backend import memory_management
+
 COND, UNCOND = 0, 1
 
 
@@ -90,7 +92,8 @@ def sampling_function(self, denoiser_params, cond_scale, cond_composition):
 
 
 def sampling_prepare(unet, x):
-    """Forge loads the patcher's model to the device here (nothing to do on CPU)."""
+    """Forge loads the patcher's model here (dfdcbab :366-399): device, LoRA weights merged."""
+    memory_management.load_models_gpu(models=[unet], memory_required=0, hard_memory_preservation=0)
 
 
 def sampling_cleanup(unet):

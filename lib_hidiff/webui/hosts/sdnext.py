@@ -22,7 +22,9 @@ arguments, infotext keys and settings are the shared ones. What differs, and whe
   are bridged to SD.Next's own log; ``p.comment`` is never displayed by SD.Next.
 * Infotext: SD.Next's parser only reads keys of word characters and spaces ("HiDiffusion RAU-Net"
   comes back as "Net") and its built-in HiDiffusion checkbox reads the "HiDiffusion" key: a pasted
-  text is repaired in ``on_infotext_pasted`` and our paste fields read our own copy of that key.
+  text is repaired in ``on_infotext_pasted`` and our paste functions read our own copy of that key.
+  Its paste handler asks ``should_skip(key)`` -- ``key.lower()`` -- about every value that is not a
+  ``gr.update``: our paste functions give ``gr.update`` dicts (lib_hidiff/webui/paste.py).
 """
 
 from __future__ import annotations
@@ -383,7 +385,7 @@ class SDNextHost(Host):
             params[PASTED_ENABLED] = params.pop(infotext.ENABLED)  # ours, not SD.Next's built-in
 
     def paste_fields(self, fields: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
-        """Our paste functions see "HiDiffusion" only when it is ours (see ``_repair_pasted``)."""
+        """Our paste functions see "HiDiffusion" only when it is ours (see ``_repair_pasted``); keys stay."""
         return [(c, _ours_only(key) if callable(key) else key) for c, key in fields]
 
     # -- CFG++ samplers -------------------------------------------------------------------------------

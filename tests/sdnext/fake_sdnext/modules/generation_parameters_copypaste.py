@@ -39,8 +39,14 @@ def reset() -> None:
     param_aliases.clear()
 
 
-def add_paste_fields(tabname: str, init_img: Any, fields: list[tuple[Any, Any]] | None, override_settings_component: Any = None) -> None:
-    paste_fields[tabname] = {"init_img": init_img, "fields": fields, "override_settings_component": override_settings_component}
+def add_paste_fields(
+    tabname: str, init_img: Any, fields: list[tuple[Any, Any]] | None, override_settings_component: Any = None
+) -> None:
+    paste_fields[tabname] = {
+        "init_img": init_img,
+        "fields": fields,
+        "override_settings_component": override_settings_component,
+    }
     field_names[tabname] = [f[1] for f in fields if f[1] is not None and not callable(f[1])] if fields else []
     for component, name in fields or []:
         if name is None or callable(name):

@@ -189,6 +189,47 @@ def test_route_reads_the_loaded_model_and_validates_like_the_api(webui, model):
     assert ask(width=1024)["supported"] is False and "family=" in ask(width=1024)["reason"]
 
 
+def test_every_bad_query_value_gets_the_documented_answer(webui, model):
+    """FastAPI answers 422 for a value that does not fit a typed parameter (``steps: int``, "x"):
+    every parameter is text, checked by the route, so a bad value is one line naming it."""
+    ask = schedule_route(webui)
+    params = inspect.signature(ask).parameters
+    assert {p.annotation for p in params.values()} == {"str | None"}
+    assert all(p.default is None for p in params.values())
+    for name, (kind, _, low, high) in hint.NUMBERS.items():
+        for bad in (
+            "x",
+            "nan",
+            "inf",
+            str(low - 1),
+            *(["2.5"] if kind is int else []),
+            *([] if high > 9e9 else [str(high + 1)]),
+        ):
+            answer = ask(**{name: bad})
+            assert answer == {"supported": False, "hint": True, "error": answer["error"]}, (name, bad)
+            what = "an integer" if kind is int else "a number"
+            assert answer["error"].startswith(f"HiDiffusion schedule: {name!r} must be {what} "), answer
+            assert answer["error"].endswith(f"got {bad!r}")
+    assert (
+        ask(denoising="1.5")["error"]
+        == "HiDiffusion schedule: 'denoising' must be a number in [0, 1], got '1.5'"
+    )
+    assert ask(steps="x")["error"] == "HiDiffusion schedule: 'steps' must be an integer >= 1, got 'x'"
+    assert (
+        ask(enable_hr="maybe")["error"]
+        == "HiDiffusion schedule: 'enable_hr' must be true or false, got 'maybe'"
+    )
+    assert ask(raunet="maybe")["error"].startswith("HiDiffusion argument 'raunet'")
+    # checked whatever else the query says: HiDiffusion off, or no model loaded
+    assert "error" in ask(enabled="false", steps="x") and "error" in ask(hr_steps="-1")
+    shared.sd_model = None
+    assert "error" in ask(width="x")
+    # good text values still work
+    shared.sd_model = model
+    good = ask(width="1024", height="1024", steps="20", enable_hr="true", hr_scale="1.5", hires="full")
+    assert good["supported"] and [p["pass"] for p in good["passes"]] == ["base", "hires"]
+
+
 def test_hires_size_follows_the_webui():
     assert hint.hires_size(512, 768, 2.0) == (1024, 1536)
     assert hint.hires_size(512, 768, 2.0, 1024, 0) == (1024, 1536)

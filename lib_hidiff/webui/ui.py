@@ -55,8 +55,9 @@ def build(script: Any, is_img2img: bool) -> tuple[list[Any], list[tuple[Any, Any
     # No tooltip here: the WebUI passes InputAccordion's kwargs on to gr.Accordion, which takes none.
     with InputAccordion(False, label="HiDiffusion", elem_id=eid("enabled")) as enabled:
         c["enabled"] = enabled
-        with enabled.extra():
-            gr.HTML(value="", elem_id=eid("size_hint"), elem_classes=["hidiffusion-size-hint"])
+        # The schedule hint (javascript/hidiffusion.js fills it): its own wrapping line under the
+        # title, not the one-line header, where a long hint and its warning were cut off.
+        gr.HTML(value="", elem_id=eid("size_hint"), elem_classes=["hidiffusion-size-hint"])
         with gr.Row():
             c["preset"] = gr.Dropdown(
                 label="Preset",

@@ -17,17 +17,7 @@ from typing import Any
 from .args import ArgsError, coerce
 from .inversion_args import FIELDS, OWNER, InversionArgs
 
-__all__ = [
-    "ENABLED",
-    "KEYS",
-    "LAMBDA",
-    "PASTE_KEYS",
-    "args_from_infotext",
-    "paste_key",
-    "paste_value",
-    "remove",
-    "write",
-]
+__all__ = ["ENABLED", "KEYS", "LAMBDA", "PASTE_KEYS", "args_from_infotext", "paste_value", "remove", "write"]
 
 ENABLED = "CFGpp inversion"
 KEYS = {
@@ -87,15 +77,6 @@ def paste_value(name: str) -> Callable[[Mapping[str, Any]], Any]:
             return None  # a malformed key leaves the component as it is
 
     return value
-
-
-# Written whenever the inversion is on, so its key alone is the field (see infotext.KEYED_FIELDS).
-KEYED_FIELDS = ("iterations",)
-
-
-def paste_key(name: str) -> str | Callable[[Mapping[str, Any]], Any]:
-    """What the paste button reads for a UI field: its infotext key, or its ``paste_value`` function."""
-    return KEYS[name] if name in KEYED_FIELDS else paste_value(name)
 
 
 def args_from_infotext(d: Mapping[str, Any]) -> InversionArgs:

@@ -15,7 +15,10 @@ paste handler takes both, but treats them differently:
 
 So a field that is exactly one key as written, left as it is when the key is absent, is pasted by
 its key; a field worked out from several keys or from a key's absence (the enable box, defaults of
-advanced settings) by a function whose value goes out as ``gr.update(value=...)``.
+advanced settings) by a function whose value goes out as ``gr.update(value=...)``. Only an accordion
+that both txt2img and img2img have uses keys: the "Send to" copy pairs the source tab's named fields
+with the target tab's by position (SD.Next generation_parameters_copypaste.py@058a7f0c:236-241), so
+a key that only one tab has would shift the fields after it.
 """
 
 from __future__ import annotations

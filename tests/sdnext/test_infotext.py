@@ -146,6 +146,16 @@ def test_restore_sets_sdnext_fields_and_ours_for_every_kind_of_infotext(sdnext, 
         assert ours[0] is False and all(v is None for v in ours[1:])  # unticked, the rest left alone
 
 
+def test_keyed_fields_are_the_same_in_both_tabs(sdnext):
+    """SD.Next's "Send to" copy pairs the named fields of two tabs by position
+    (generation_parameters_copypaste.py@058a7f0c:236-241): ours are the same, in the same order."""
+    names = [
+        [key for _, key in sdnext.runner(tab).infotext_fields if isinstance(key, str)]
+        for tab in ("txt2img", "img2img")
+    ]
+    assert names[0] == names[1] == [infotext.KEYS[n] for n in infotext.KEYED_FIELDS]
+
+
 def test_sdnext_skip_params_setting_applies_to_our_keyed_fields(sdnext):
     """Our one-key fields are pasted by their key, so SD.Next's "skip params" setting reaches them."""
     shared.opts.data["disable_apply_params"] = "HiDiffusion preset, Steps"
@@ -159,6 +169,8 @@ def test_inversion_fields_restore_through_sdnext_paste(sdnext):
     script = SimpleNamespace(elem_id=lambda name: f"script_img2img_cfgpp_inversion_{name}")
     _, fields, names = inversion_ui.build(script, True)
     assert names == list(inversion_infotext.PASTE_KEYS)
+    # img2img only: no keys, which the tab-to-tab copy would pair by position with txt2img's fields
+    assert all(callable(key) for _, key in fields)
     extra: dict = {}
     inversion_infotext.write(extra, inversion_args.InversionArgs(True, "a red, fox", 5.0, 2))
     core = sdnext.core_fields("img2img")

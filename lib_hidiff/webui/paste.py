@@ -10,7 +10,7 @@ paste handler takes both, but treats them differently:
 * A function: its result is used. SD.Next sends any result that is not a ``gr.update`` dict through
   ``should_skip(key)`` as well, which calls ``key.lower()`` (:182): a function returning a plain
   value raises there and nothing at all is restored. A ``gr.update`` dict is used as it is on every
-  host (SD.Next :295-297, A1111 1.10.1 :502-503, Forge dfdcbab :599-600), as SD.Next's own script
+  host (SD.Next :295-297, A1111 1.10.1 :502-503, Forge dfdcbab :598-599), as SD.Next's own script
   dropdown does (scripts_manager.py@058a7f0c:597).
 
 So a field that is exactly one key as written, left as it is when the key is absent, is pasted by

@@ -1,6 +1,7 @@
-// sd-webui-hidiffusion: the hint in the HiDiffusion accordion says what HiDiffusion will do with the
-// current size, steps, sampler and settings -- the preset row `auto` picks, the steps RAU-Net and
-// MSW-MSA run on, and a warning when an enabled part runs on no step. It asks the read-only route
+// sd-webui-hidiffusion: the hint in the HiDiffusion accordion (the first line under its title,
+// #script_<tab>_hidiffusion_size_hint) says what HiDiffusion will do with the current size, steps,
+// sampler and settings -- the preset row `auto` picks, the steps RAU-Net and MSW-MSA run on, and a
+// warning line when an enabled part runs on no step. It asks the read-only route
 // below (API clients can ask it too). Nothing functional depends on this file.
 (function() {
     const ROUTE = "./hidiffusion/schedule";
@@ -70,20 +71,30 @@
         const q = enabled ? query(tab) : "";
         if (q === asked[tab]) return;
         asked[tab] = q;
-        let text = "";
+        let lines = [];
         if (enabled) {
             try {
                 const response = await fetch(`${ROUTE}?${q.split("#")[0]}`);
                 const info = response.ok ? await response.json() : null;
                 if (info && info.hint) {
-                    const warnings = (info.warnings || []).map((w) => `⚠ ${w}`);
-                    text = info.error || [info.text, ...warnings].filter(Boolean).join(" ");
+                    lines = info.error ? [["error", info.error]] : [["text", info.text]];
+                    for (const w of info.error ? [] : info.warnings || []) lines.push(["warning", `⚠ ${w}`]);
                 }
             } catch (e) {
-                text = "";
+                lines = [];
             }
         }
-        if (asked[tab] === q) hint.textContent = text;
+        if (asked[tab] === q) show(hint, lines.filter(([, text]) => text));
+    }
+
+    // One wrapping line per part: the schedule, then each warning (class hidiffusion-hint-<kind>).
+    function show(hint, lines) {
+        hint.replaceChildren(...lines.map(([kind, text]) => {
+            const line = document.createElement("div");
+            line.className = `hidiffusion-hint-${kind}`;
+            line.textContent = text;
+            return line;
+        }));
     }
 
     function later(tab) {

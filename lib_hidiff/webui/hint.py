@@ -17,6 +17,7 @@ method.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -94,22 +95,51 @@ class _BadRequest(ValueError):
     pass
 
 
-def _number(request: Mapping[str, Any], name: str, kind: type, default: Any, low: float) -> Any:
+def _number(request: Mapping[str, Any], name: str, kind: type, default: Any, low: float, high: float) -> Any:
+    """A query value as ``kind`` (int or float) in [low, high]; absent or empty: ``default``."""
     value = request.get(name)
     if value is None or value == "":
         return default
     try:
-        number = kind(float(value)) if kind is int else kind(value)
+        number = float(value)
     except (TypeError, ValueError):
-        number = None
-    if number is None or number < low or (kind is int and float(value) != number):
-        raise _BadRequest(f"HiDiffusion schedule: {name!r} must be a number >= {low:g}, got {value!r}")
-    return number
+        number = math.nan
+    if not (low <= number <= high) or math.isinf(number) or (kind is int and not number.is_integer()):
+        what = "an integer" if kind is int else "a number"
+        where = f">= {low:g}" if math.isinf(high) else f"in [{low:g}, {high:g}]"
+        raise _BadRequest(f"HiDiffusion schedule: {name!r} must be {what} {where}, got {value!r}")
+    return kind(number)
+
+
+# The numeric query parameters: (kind, default, lowest, highest). width/height default to the native size.
+NUMBERS: dict[str, tuple[type, Any, float, float]] = {
+    "width": (int, None, 8, math.inf),
+    "height": (int, None, 8, math.inf),
+    "steps": (int, 20, 1, math.inf),
+    "denoising": (float, None, 0, 1),
+    "hr_scale": (float, 2.0, 1, math.inf),
+    "hr_resize_x": (int, 0, 0, math.inf),
+    "hr_resize_y": (int, 0, 0, math.inf),
+    "hr_steps": (int, 0, 0, math.inf),
+}
+
+
+def _query_numbers(request: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _number(request, name, *spec) for name, spec in NUMBERS.items()}
+
+
+_TRUE = ("true", "1", "on", "yes")
+_FALSE = ("false", "0", "off", "no", "")
 
 
 def _flag(request: Mapping[str, Any], name: str) -> bool:
     value = request.get(name)
-    return value is True or str(value).strip().lower() in ("true", "1", "on")
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text not in _TRUE + _FALSE:
+        raise _BadRequest(f"HiDiffusion schedule: {name!r} must be true or false, got {value!r}")
+    return text in _TRUE
 
 
 def schedule_info(sd_model: Any, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -121,11 +151,15 @@ def schedule_info(sd_model: Any, request: Mapping[str, Any]) -> dict[str, Any]:
     """
     info: dict[str, Any] = {"supported": False, "hint": bool(settings.get("hidiffusion_size_hint"))}
     try:
+        # Every value is checked first: a bad one is an error whatever else the query says.
+        q = _query_numbers(request)
+        enable_hr = _flag(request, "enable_hr")
         family = request.get("family") or None
         if family is not None and family not in FAMILY_MAPS:
             raise _BadRequest(
                 f"HiDiffusion schedule: 'family' must be one of {list(FAMILY_MAPS)}, got {family!r}"
             )
+        args = parse_args([{k: v for k, v in request.items() if k in _FIELD_NAMES and v not in (None, "")}])
         model: hd.UNetLayout | str | None = family
         if model is None:
             model, reason = _model_layout(sd_model)
@@ -134,34 +168,27 @@ def schedule_info(sd_model: Any, request: Mapping[str, Any]) -> dict[str, Any]:
                     **info,
                     "reason": reason or "no model with a UNet is loaded (or pass family=sd1|sd2|sdxl)",
                 }
-        args = parse_args([{k: v for k, v in request.items() if k in _FIELD_NAMES and v not in (None, "")}])
         if not args.enabled:
             return {**info, "supported": True, "text": "HiDiffusion is off", "warnings": [], "passes": []}
         native = (FAMILY_MAPS[model].native,) * 2 if isinstance(model, str) else model.native
-        width = _number(request, "width", int, native[1] * LATENT_SCALE, 8)
-        height = _number(request, "height", int, native[0] * LATENT_SCALE, 8)
-        steps = _number(request, "steps", int, 20, 1)
+        width = q["width"] or native[1] * LATENT_SCALE
+        height = q["height"] or native[0] * LATENT_SCALE
+        steps = q["steps"]
         sampler = request.get("sampler") or None
         first = args.settings()
-        denoising = _number(request, "denoising", float, None, 0)
+        denoising = q["denoising"]
         img2img_note = None
         if denoising is not None and not _img2img_fix_steps():
             requested, steps = steps, int(min(denoising, 0.999) * steps) + 1  # the part img2img runs
             img2img_note = f"img2img runs {steps} of {requested} steps at denoising {denoising:g}"
         passes = [schedule.pass_schedule(model, width, height, first, steps, _model_calls(sampler, steps))]
         hires_text = None
-        if denoising is None and _flag(request, "enable_hr"):
-            hr_w, hr_h = hires_size(
-                width,
-                height,
-                _number(request, "hr_scale", float, 2.0, 1),
-                _number(request, "hr_resize_x", int, 0, 0),
-                _number(request, "hr_resize_y", int, 0, 0),
-            )
+        if denoising is None and enable_hr:
+            hr_w, hr_h = hires_size(width, height, q["hr_scale"], q["hr_resize_x"], q["hr_resize_y"])
             if args.hires == "off":
                 hires_text = f"hires pass {hr_w}×{hr_h}: HiDiffusion off (Hires fix pass: off)"
             else:
-                hr_steps = _number(request, "hr_steps", int, 0, 0) or steps
+                hr_steps = q["hr_steps"] or steps
                 hr_settings = first.replace(raunet=False) if args.hires == "MSW-MSA only" else first
                 hr_calls = _model_calls(request.get("hr_sampler") or sampler, hr_steps)
                 passes.append(
@@ -193,16 +220,16 @@ def _native_size() -> dict[str, Any]:
 
 
 def _schedule(
-    width: int | None = None,
-    height: int | None = None,
-    steps: int | None = None,
+    width: str | None = None,
+    height: str | None = None,
+    steps: str | None = None,
     sampler: str | None = None,
-    denoising: float | None = None,
-    enable_hr: bool = False,
-    hr_scale: float | None = None,
-    hr_resize_x: int | None = None,
-    hr_resize_y: int | None = None,
-    hr_steps: int | None = None,
+    denoising: str | None = None,
+    enable_hr: str | None = None,
+    hr_scale: str | None = None,
+    hr_resize_x: str | None = None,
+    hr_resize_y: str | None = None,
+    hr_steps: str | None = None,
     hr_sampler: str | None = None,
     family: str | None = None,
     enabled: str | None = None,
@@ -218,7 +245,11 @@ def _schedule(
     msw_end: str | None = None,
     hires: str | None = None,
 ) -> dict[str, Any]:
-    """GET /hidiffusion/schedule: FastAPI reads the query parameters from this signature."""
+    """GET /hidiffusion/schedule: FastAPI reads the query parameters from this signature.
+
+    Every parameter is text, checked by ``schedule_info``: a bad value gets the documented
+    ``{"supported": false, "error": ...}`` line, never FastAPI's own 422 answer.
+    """
     return schedule_info(_loaded_model(), dict(locals()))
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "PASTE_KEYS",
     "SCHEDULE_KEYS",
     "args_from_infotext",
+    "paste_key",
     "paste_value",
     "remove",
     "write",
@@ -42,7 +43,8 @@ KEYS: dict[str, str] = {
     "hires": "HiDiffusion hires",
 }
 PASTE_KEYS: tuple[str, ...] = (ENABLED, *KEYS.values())
-"""Every settings key we write: "Send to img2img/extras" carries these."""
+"""Every settings key we write (the script's ``paste_field_names``): A1111's "Send to img2img" from
+the txt2img gallery copies the fields pasted by one of these keys (``KEYED_FIELDS``) from tab to tab."""
 
 SCHEDULE_KEYS = {False: "HiDiffusion schedule", True: "HiDiffusion hires schedule"}
 """The effective schedule of the first / hires pass, written only when it differs from what the
@@ -143,6 +145,16 @@ def paste_value(name: str) -> Callable[[Mapping[str, Any]], Any]:
             return None  # a malformed key leaves the component as it is
 
     return value
+
+
+# Fields that are one key's value as written, kept as they are when it is absent: the paste button
+# reads these keys itself (paste.py says why a key beats a function where both would do).
+KEYED_FIELDS = ("preset", "raunet", "mswmsa", "t1", "t2", "aggressive", "hires")
+
+
+def paste_key(name: str) -> str | Callable[[Mapping[str, Any]], Any]:
+    """What the paste button reads for a UI field: its infotext key, or its ``paste_value`` function."""
+    return KEYS[name] if name in KEYED_FIELDS else paste_value(name)
 
 
 def args_from_infotext(d: Mapping[str, Any]) -> ScriptArgs:

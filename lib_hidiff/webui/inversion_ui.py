@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import hosts, inversion, inversion_infotext, xyz
+from . import inversion, inversion_infotext, paste, xyz
 from .inversion_args import FIELDS, MAX_CFG, MAX_ITERATIONS
 
 __all__ = ["AXES", "HINT", "TOOLTIPS", "add_axes", "build", "wire_image_button"]
@@ -80,8 +80,10 @@ def build(script: Any, is_img2img: bool) -> tuple[list[Any], list[tuple[Any, Any
     script._cfgpp_wired = False  # ui() runs again for the API: wire this build's button
     wire_image_button(script)
     components = [c[f.name] for f in FIELDS]
-    paste = [(c[f.name], inversion_infotext.paste_value(f.name)) for f in FIELDS]
-    return components, hosts.current().paste_fields(paste), list(inversion_infotext.PASTE_KEYS)
+    # Functions only (no keys): the accordion exists in img2img alone, and a key would join the
+    # tab-to-tab "Send to" copy, which pairs named fields by position (paste.py).
+    readers = [inversion_infotext.paste_value(f.name) for f in FIELDS]
+    return components, paste.fields(components, readers), list(inversion_infotext.PASTE_KEYS)
 
 
 def wire_image_button(script: Any) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 from lib_hidiff.unet.presets import PRESETS, TIME_MODES, UPSCALE_MODES
 
-from . import hosts, infotext, settings
+from . import infotext, paste, settings
 from .args import FIELDS, HIRES_POLICIES
 
 __all__ = ["build"]
@@ -55,8 +55,9 @@ def build(script: Any, is_img2img: bool) -> tuple[list[Any], list[tuple[Any, Any
     # No tooltip here: the WebUI passes InputAccordion's kwargs on to gr.Accordion, which takes none.
     with InputAccordion(False, label="HiDiffusion", elem_id=eid("enabled")) as enabled:
         c["enabled"] = enabled
-        with enabled.extra():
-            gr.HTML(value="", elem_id=eid("size_hint"), elem_classes=["hidiffusion-size-hint"])
+        # The schedule hint (javascript/hidiffusion.js fills it): its own wrapping line under the
+        # title, not the one-line header, where a long hint and its warning were cut off.
+        gr.HTML(value="", elem_id=eid("size_hint"), elem_classes=["hidiffusion-size-hint"])
         with gr.Row():
             c["preset"] = gr.Dropdown(
                 label="Preset",
@@ -120,8 +121,8 @@ def build(script: Any, is_img2img: bool) -> tuple[list[Any], list[tuple[Any, Any
                 )
 
     components = [c[f.name] for f in FIELDS]
-    paste = [(c[f.name], infotext.paste_value(f.name)) for f in FIELDS]
-    return components, hosts.current().paste_fields(paste), list(infotext.PASTE_KEYS)
+    keys = [infotext.paste_key(f.name) for f in FIELDS]
+    return components, paste.fields(components, keys), list(infotext.PASTE_KEYS)
 
 
 def _fraction_slider(gr: Any, label: str, name: str, eid: Any) -> Any:

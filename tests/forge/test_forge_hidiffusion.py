@@ -338,6 +338,10 @@ def test_api_dict_args_infotext_and_paste_round_trip(forge, model):
         "t1": 0.4,
         "t2": 0.5,
     }
+    # Forge's paste handler (infotext_utils.py@dfdcbab:573-616): a plain infotext unticks ours only
+    _, plain = forge.txt2img([False], steps=2)
+    _, values = forge.paste(plain.infotexts[0])
+    assert values[0] is False and all(v is None for v in values[1:14])
 
 
 def test_bad_api_args_give_one_clear_line_and_an_untouched_generation(forge, model, unet):

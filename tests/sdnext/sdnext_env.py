@@ -103,6 +103,7 @@ class SDNext:
         hidiffusion.calls.clear()
         processing_diffusers.calls.clear()
         generate.reset()
+        generation_parameters_copypaste.reset()
         self._restore_builtin_samplers()
         scripts_manager.extension_folders[:] = self.extensions
         self._load()
@@ -233,21 +234,28 @@ class SDNext:
 
     # infotext
     def core_fields(self, tab: str = "txt2img") -> list[tuple[Any, str]]:
-        """SD.Next's own paste fields that meet ours: its built-in HiDiffusion checkbox
-        (ui_txt2img.py:132, ui_sections.py:147) and the sampler dropdown."""
+        """SD.Next's own paste fields that meet ours (ui_txt2img.py@058a7f0c:86-166): the prompt, Steps,
+        its built-in HiDiffusion checkbox (:132, ui_sections.py:147) and the sampler dropdown."""
         import gradio as gr
 
         if tab not in self._core:
             self._core[tab] = [
+                (gr.Textbox(label="Prompt", value="", elem_id=f"{tab}_prompt"), "Prompt"),
+                (gr.Slider(1, 99, value=20, step=1, label="Steps", elem_id=f"{tab}_steps"), "Steps"),
                 (gr.Checkbox(label="HiDiffusion", value=False, elem_id=f"{tab}_hidiffusion"), "HiDiffusion"),
                 (gr.Dropdown(label="Sampling method", choices=self.dropdown(), value="Default"), "Sampler"),
             ]
         return self._core[tab]
 
     def paste(self, infotext: str, tab: str = "txt2img") -> tuple[dict, dict[str, Any], list]:
-        """Paste into the tab: (params after callbacks, SD.Next's own fields by key, our fields' values)."""
+        """Paste into the tab: (params after callbacks, SD.Next's own fields by key, our fields' values).
+
+        The tab's fields are registered as SD.Next's UI does (add_paste_fields, ui_txt2img.py:167);
+        SD.Next's paste handler runs on them as it does when Restore is pressed.
+        """
         core = self.core_fields(tab)
         fields = [*core, *self.runner(tab).infotext_fields]
+        generation_parameters_copypaste.add_paste_fields(tab, None, fields)
         params, values = generation_parameters_copypaste.paste_values(infotext, fields)
         return params, {key: v for (_, key), v in zip(core, values)}, values[len(core) :]
 

@@ -3,6 +3,8 @@ schedulers, λ in the infotext, and the cases where SD.Next's guidance is not pl
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from diffusers import EulerDiscreteScheduler
@@ -245,3 +247,44 @@ def test_api_accepts_our_names_and_refuses_unknown_ones(sdnext, pipe):
     with pytest.raises(HTTPException) as e:
         sdnext.api_txt2img(sampler_name="Euler CFG+++")
     assert e.value.status_code == 404
+
+
+def _sampler_debug_lines(caplog) -> list[tuple[str, dict]]:
+    """SD.Next's debug line for each scheduler it builds (sd_samplers.py@058a7f0c:166-172): the
+    sampler name and the cfgpp_* entries of the config it shows."""
+    import re
+
+    out = []
+    for r in caplog.records:
+        m = re.fullmatch(r'Sampler: "(.+)" class=\w+ config=(\{.*\})', r.getMessage())
+        if r.name == "sd" and m:
+            shown = re.findall(r"'(cfgpp_\w+)': '?([\w.]+)'?", m.group(2))
+            out.append((m.group(1), {k: float(v) if k == "cfgpp_scale" else v for k, v in shown}))
+    return out
+
+
+def test_sdnext_builds_each_pass_scheduler_with_the_lambda_it_uses(sdnext, pipe, caplog):
+    """The scheduler SD.Next constructs (and logs) for a pass already holds that pass's λ and variant:
+    no stale construction value (0.6) in SD.Next's debug line."""
+    caplog.set_level(logging.DEBUG, logger="sd")
+    shared.opts.data["cfgpp_hires_scale"] = 0.3
+    shared.opts.data["cfgpp_dpmpp_2m_variant"] = "B"
+    sdnext.txt2img(
+        sampler_name="DPM++ 2M CFG++",
+        steps=2,
+        enable_hr=True,
+        hr_scale=2,
+        hr_denoising_strength=0.5,
+        hr_second_pass_steps=2,
+    )
+    built = [(n, c["cfgpp_scale"], c["cfgpp_variant"]) for n, c in _sampler_debug_lines(caplog)]
+    assert built == [("DPM++ 2M CFG++", 0.56, "B"), ("DPM++ 2M CFG++", 0.3, "B")]
+    caplog.clear()
+    sdnext.txt2img(sampler_name="Euler CFG++", steps=2, cfg_scale=5.0)
+    assert [(n, c["cfgpp_scale"]) for n, c in _sampler_debug_lines(caplog)] == [("Euler CFG++", 0.4)]
+    # outside a generation (no processing object) the construction default stays
+    caplog.clear()
+    from modules import sd_samplers
+
+    sd_samplers.create_sampler("Euler CFG++", pipe)
+    assert [c["cfgpp_scale"] for _, c in _sampler_debug_lines(caplog)] == [0.6]

@@ -5,13 +5,15 @@ characters and spaces only, and has a "HiDiffusion" checkbox of its own)."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
+from modules import generation_parameters_copypaste as copypaste
 from modules import infotext as sdnext_infotext
 from modules import shared
 from modules.api import endpoints
 
-from lib_hidiff.webui import infotext
+from lib_hidiff.webui import infotext, inversion_args, inversion_infotext, inversion_ui
 from lib_hidiff.webui.args import FIELDS, ScriptArgs, parse_args
 
 SETTINGS = ScriptArgs(
@@ -116,3 +118,63 @@ def test_cfgpp_settings_come_back_as_sdnext_override_settings(sdnext, key, setti
     assert (key, setting) in sdnext_infotext.mapping  # SD.Next's only source of pasted overrides
     params, _, _ = sdnext.paste(a1111_infotext({key: value}))
     assert shared.opts.cast_value(setting, params[key]) == value
+
+
+# -- Restore: SD.Next's paste handler with the extension installed (issue 15) -------------------
+HIDIFF_EXTRA: dict = {}
+infotext.write(HIDIFF_EXTRA, SETTINGS, hires=True)
+KINDS = {
+    "plain": ({}, "Euler a"),
+    "hidiffusion": (HIDIFF_EXTRA, "Euler a"),
+    "cfgpp": ({"CFGpp scale": 0.56, "CFGpp scale mode": "cfg/12.5"}, "Euler CFG++"),
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_restore_sets_sdnext_fields_and_ours_for_every_kind_of_infotext(sdnext, kind):
+    """SD.Next's handler calls should_skip(key) -- key.lower() -- on every value that is not a
+    gr.update (generation_parameters_copypaste.py@058a7f0c:304, :182): an extension's paste entry
+    must not make it raise, or nothing at all is restored."""
+    extra, sampler = KINDS[kind]
+    text = a1111_infotext({**extra, "Sampler": sampler, "Steps": 6})
+    params, core, ours = sdnext.paste(text)
+    assert core["Prompt"] == "a cat" and core["Steps"] == 6 and core["Sampler"] == sampler
+    assert core["HiDiffusion"] is None  # SD.Next's own HiDiffusion checkbox: never ticked by ours
+    if kind == "hidiffusion":
+        assert _pasted_args(ours) == SETTINGS
+    else:
+        assert ours[0] is False and all(v is None for v in ours[1:])  # unticked, the rest left alone
+
+
+def test_keyed_fields_are_the_same_in_both_tabs(sdnext):
+    """SD.Next's "Send to" copy pairs the named fields of two tabs by position
+    (generation_parameters_copypaste.py@058a7f0c:236-241): ours are the same, in the same order."""
+    names = [
+        [key for _, key in sdnext.runner(tab).infotext_fields if isinstance(key, str)]
+        for tab in ("txt2img", "img2img")
+    ]
+    assert names[0] == names[1] == [infotext.KEYS[n] for n in infotext.KEYED_FIELDS]
+
+
+def test_sdnext_skip_params_setting_applies_to_our_keyed_fields(sdnext):
+    """Our one-key fields are pasted by their key, so SD.Next's "skip params" setting reaches them."""
+    shared.opts.data["disable_apply_params"] = "HiDiffusion preset, Steps"
+    _, core, ours = sdnext.paste(a1111_infotext({**HIDIFF_EXTRA, "Steps": 6}))
+    assert core["Steps"] is None and ours[[f.name for f in FIELDS].index("preset")] is None
+    assert ours[0] is True and ours[[f.name for f in FIELDS].index("raunet")] is False
+
+
+def test_inversion_fields_restore_through_sdnext_paste(sdnext):
+    """The CFG++ inversion accordion's paste entries (img2img) on SD.Next's handler."""
+    script = SimpleNamespace(elem_id=lambda name: f"script_img2img_cfgpp_inversion_{name}")
+    _, fields, names = inversion_ui.build(script, True)
+    assert names == list(inversion_infotext.PASTE_KEYS)
+    # img2img only: no keys, which the tab-to-tab copy would pair by position with txt2img's fields
+    assert all(callable(key) for _, key in fields)
+    extra: dict = {}
+    inversion_infotext.write(extra, inversion_args.InversionArgs(True, "a red, fox", 5.0, 2))
+    core = sdnext.core_fields("img2img")
+    _, values = copypaste.paste_values(a1111_infotext({**extra, "Steps": 6}), [*core, *fields])
+    assert values[1] == 6 and values[len(core) :] == [True, "a red, fox", 5.0, 2]
+    _, values = copypaste.paste_values(a1111_infotext({"Steps": 6}), [*core, *fields])
+    assert values[1] == 6 and values[len(core) :] == [False, None, None, None]

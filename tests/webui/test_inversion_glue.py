@@ -233,6 +233,47 @@ def test_api_dict_and_positional_args_and_infotext_round_trip(env, model):
     assert '"CFGpp inversion iterations": 2' in res1.js()
 
 
+def _readme_inversion_api() -> tuple[dict, list]:
+    """README "Editing with CFG++" > "HTTP API": the JSON request and the positional example."""
+    import json
+    import re
+
+    with open(os.path.join(webui_env.REPO, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    section = readme[readme.index("## Editing with CFG++") :]
+    section = section[section.index("### HTTP API") : section.index("### Cost")]
+    block = re.search(r"```json\n(POST /sdapi/v1/img2img)\n(.*?)```", section, re.S)
+    positional = re.search(r'`(\{"args": \[true, .*?\]\})`', section)
+    assert block is not None and positional is not None
+    return json.loads(block.group(2)), json.loads(positional.group(1))["args"]
+
+
+def test_readme_api_example_runs_the_inversion(env, model):
+    """The README's request, its script name and args as A1111's API hands them to the script
+    (modules/api/api.py@1.10.1:348-360 init_script_args: the script found by its title, lower-cased
+    by script_name_to_index, :36-40, :308-313; args written over its slots), and its positional form: the
+    same inversion."""
+    request, positional = _readme_inversion_api()
+    script = env.script(TITLE, tab="img2img")
+    (name,) = request["alwayson_scripts"]
+    assert name.lower() == script.title().lower()
+    args = request["alwayson_scripts"][name]["args"]
+    expected = inversion_args.InversionArgs(True, "a photo of a cat on a sofa", 0.0, 2)
+    assert inversion_args.parse(args) == inversion_args.parse(positional) == expected
+    assert set(args[0]) <= {f.name for f in inversion_args.FIELDS}
+    init = clean_latent()
+    kwargs = {k: request[k] for k in ("prompt", "sampler_name", "denoising_strength")}
+    kwargs["cfg_scale"] = float(request["cfg_scale"])
+    p, res = run(env, args, init, **kwargs)
+    _, again = run(env, positional, init, **kwargs)
+    assert torch.equal(output(res), output(again))
+    info = res.infotexts[0]
+    assert "CFGpp inversion: True" in info and "CFGpp inversion iterations: 2" in info
+    assert 'CFGpp inversion prompt: "a photo of a cat on a sofa"' not in info  # no , or : -> unquoted
+    assert "CFGpp inversion prompt: a photo of a cat on a sofa" in info
+    assert not [c for c in p.comments if "CFG++ inversion" in c]
+
+
 @pytest.mark.parametrize(
     "values, message",
     [

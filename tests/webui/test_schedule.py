@@ -189,6 +189,47 @@ def test_route_reads_the_loaded_model_and_validates_like_the_api(webui, model):
     assert ask(width=1024)["supported"] is False and "family=" in ask(width=1024)["reason"]
 
 
+def test_every_bad_query_value_gets_the_documented_answer(webui, model):
+    """FastAPI answers 422 for a value that does not fit a typed parameter (``steps: int``, "x"):
+    every parameter is text, checked by the route, so a bad value is one line naming it."""
+    ask = schedule_route(webui)
+    params = inspect.signature(ask).parameters
+    assert {p.annotation for p in params.values()} == {"str | None"}
+    assert all(p.default is None for p in params.values())
+    for name, (kind, _, low, high) in hint.NUMBERS.items():
+        for bad in (
+            "x",
+            "nan",
+            "inf",
+            str(low - 1),
+            *(["2.5"] if kind is int else []),
+            *([] if high > 9e9 else [str(high + 1)]),
+        ):
+            answer = ask(**{name: bad})
+            assert answer == {"supported": False, "hint": True, "error": answer["error"]}, (name, bad)
+            what = "an integer" if kind is int else "a number"
+            assert answer["error"].startswith(f"HiDiffusion schedule: {name!r} must be {what} "), answer
+            assert answer["error"].endswith(f"got {bad!r}")
+    assert (
+        ask(denoising="1.5")["error"]
+        == "HiDiffusion schedule: 'denoising' must be a number in [0, 1], got '1.5'"
+    )
+    assert ask(steps="x")["error"] == "HiDiffusion schedule: 'steps' must be an integer >= 1, got 'x'"
+    assert (
+        ask(enable_hr="maybe")["error"]
+        == "HiDiffusion schedule: 'enable_hr' must be true or false, got 'maybe'"
+    )
+    assert ask(raunet="maybe")["error"].startswith("HiDiffusion argument 'raunet'")
+    # checked whatever else the query says: HiDiffusion off, or no model loaded
+    assert "error" in ask(enabled="false", steps="x") and "error" in ask(hr_steps="-1")
+    shared.sd_model = None
+    assert "error" in ask(width="x")
+    # good text values still work
+    shared.sd_model = model
+    good = ask(width="1024", height="1024", steps="20", enable_hr="true", hr_scale="1.5", hires="full")
+    assert good["supported"] and [p["pass"] for p in good["passes"]] == ["base", "hires"]
+
+
 def test_hires_size_follows_the_webui():
     assert hint.hires_size(512, 768, 2.0) == (1024, 1536)
     assert hint.hires_size(512, 768, 2.0, 1024, 0) == (1024, 1536)
@@ -289,3 +330,81 @@ def test_javascript_asks_the_schedule_route_with_names_it_accepts(webui):
     used = {f"script_txt2img_hidiffusion_{n}" for n in re.findall(r'ours\("(\w+)"\)', js)}
     assert used and all(i in ours or f"{i}-checkbox" in ours for i in used)
     assert "script_${tab}_hidiffusion_size_hint" in js and "hidiffusion_enabled-visible-checkbox" in js
+
+
+def test_hint_is_a_line_of_its_own_under_the_title(webui):
+    """Not in the accordion's one-line header (InputAccordion.extra()), where A1111 1.10.1 cut a long
+    hint and its warning off: the first element inside the accordion, with a stable id and class."""
+    import gradio as gr
+
+    gr.created.clear()
+    webui.script().ui(False)
+    ids = [getattr(c, "elem_id", None) for c in gr.created]
+    assert "script_txt2img_hidiffusion_enabled-extra" not in ids  # no header extra at all
+    at = ids.index("script_txt2img_hidiffusion_size_hint")
+    assert ids[at - 1] == "script_txt2img_hidiffusion_enabled"  # right after the accordion opens
+    assert "hidiffusion-size-hint" in gr.created[at].elem_classes
+    with open(os.path.join(REPO, "style.css"), encoding="utf-8") as f:
+        css = f.read()
+    assert "white-space: normal" in css.split(".hidiffusion-size-hint {")[1].split("}")[0]
+
+
+_HINT_HARNESS = r"""
+const fs = require("fs");
+const [file, answer] = [process.argv[1], JSON.parse(process.argv[2])]; // node -e: no script path
+const el = (id, extra) => ({id, children: [], textContent: "", ...extra,
+    replaceChildren(...kids) { this.children = kids; }});
+const els = {
+    "script_txt2img_hidiffusion_size_hint": el("hint"),
+    "script_txt2img_hidiffusion_enabled-visible-checkbox": el("box", {tagName: "INPUT", checked: true}),
+};
+let loaded = null, asked = null;
+globalThis.gradioApp = () => ({
+    getElementById: (id) => els[id] || null,
+    querySelector: (sel) => els[sel.slice(1).split(" ")[0]] || null,
+});
+globalThis.document = {createElement: () => ({className: "", textContent: ""})};
+globalThis.onUiLoaded = (fn) => { loaded = fn; };
+globalThis.onAfterUiUpdate = globalThis.onOptionsChanged = () => {};
+globalThis.fetch = async (url) => { asked = url; return {ok: true, json: async () => answer}; };
+eval(fs.readFileSync(file, "utf8"));
+loaded();
+setTimeout(() => {
+    const hint = els["script_txt2img_hidiffusion_size_hint"];
+    console.log(JSON.stringify({asked, lines: hint.children.map((c) => [c.className, c.textContent])}));
+}, 50);
+"""
+
+
+def _run_hint_script(answer: dict) -> dict:
+    import json
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    out = subprocess.run(
+        [node, "-e", _HINT_HARNESS, os.path.join(REPO, "javascript", "hidiffusion.js"), json.dumps(answer)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    return json.loads(out)
+
+
+def test_javascript_shows_the_route_answer_whole_one_line_each(webui, model):
+    """The hint shows the schedule and each warning in full, on lines of their own."""
+    ask = schedule_route(webui)
+    answer = ask(width="1024", height="1024", steps="2")
+    assert answer["warnings"] and answer["warnings"][0].startswith("RAU-Net runs on no step of this pass")
+    shown = _run_hint_script(answer)
+    assert shown["asked"].startswith("./hidiffusion/schedule?")
+    assert shown["lines"] == [
+        ["hidiffusion-hint-text", answer["text"]],
+        *[["hidiffusion-hint-warning", f"⚠ {w}"] for w in answer["warnings"]],
+    ]
+    bad = ask(steps="x")
+    assert _run_hint_script(bad)["lines"] == [["hidiffusion-hint-error", bad["error"]]]
+    assert _run_hint_script({**answer, "hint": False})["lines"] == []  # the setting turns it off

@@ -44,6 +44,24 @@ def test_components_follow_the_argument_order(webui, tab):
     assert script.paste_field_names == list(infotext.PASTE_KEYS)
 
 
+@pytest.mark.parametrize("tab", ["txt2img", "img2img"])
+def test_paste_entries_are_keys_or_functions_giving_gr_updates(webui, tab):
+    """One-key fields are pasted by their key (named in paste_field_names: "Send to img2img" copies
+    them, infotext_utils.py@1.10.1:168-175); the others by a function giving a gr.update, the one
+    form every host's paste handler uses as it is (lib_hidiff/webui/paste.py)."""
+    import gradio as gr
+
+    script = webui.script(tab=tab)
+    on = {infotext.ENABLED: "True", infotext.KEYS["preset"]: "auto"}
+    for f, (_, key) in zip(FIELDS, script.infotext_fields, strict=True):
+        if f.name in infotext.KEYED_FIELDS:
+            assert key == infotext.KEYS[f.name] and key in script.paste_field_names
+            continue
+        expected = infotext.paste_value(f.name)(on)
+        assert key(on) == (None if expected is None else gr.update(value=expected))
+    assert script.infotext_fields[0][1]({}) == gr.update(value=False)
+
+
 def test_ui_can_be_built_again_without_side_effects(webui):
     # The API calls ui() twice more to read defaults; nothing may be registered again.
     counts = {k: len(v) for k, v in script_callbacks.callback_map.items()}

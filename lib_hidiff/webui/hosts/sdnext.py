@@ -22,7 +22,9 @@ arguments, infotext keys and settings are the shared ones. What differs, and whe
   are bridged to SD.Next's own log; ``p.comment`` is never displayed by SD.Next.
 * Infotext: SD.Next's parser only reads keys of word characters and spaces ("HiDiffusion RAU-Net"
   comes back as "Net") and its built-in HiDiffusion checkbox reads the "HiDiffusion" key: a pasted
-  text is repaired in ``on_infotext_pasted`` and our paste fields read our own copy of that key.
+  text is repaired in ``on_infotext_pasted`` and our paste functions read our own copy of that key.
+  Its paste handler asks ``should_skip(key)`` -- ``key.lower()`` -- about every value that is not a
+  ``gr.update``: our paste functions give ``gr.update`` dicts (lib_hidiff/webui/paste.py).
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ class SDNextHost(Host):
     def __init__(self) -> None:
         self._ours: dict[str, type] = {}  # display name -> CFG++ scheduler class we registered
         self._undo: list[Callable[[], None]] = []  # what the open pass put on (clock, capture, args)
+        self._generation: Any = None  # the processing object between before_process and after_process
 
     # -- detection ---------------------------------------------------------------------------------
     @classmethod
@@ -225,10 +228,12 @@ class SDNextHost(Host):
                 setattr(pd, name, wrapper)
 
     def _before_process(self, p: Any) -> None:
+        _current(self)._generation = p  # our schedulers are built with this generation's λ (_constructor)
         self._wrap_passes()
 
     def _disconnect(self) -> None:
         """Script unload: everything off, SD.Next's own functions back (a reload wraps them again)."""
+        self._generation = None
         self._end_pass(None)
         self._unbridge_logging()
         pd = sys.modules.get("modules.processing_diffusers")
@@ -291,9 +296,9 @@ class SDNextHost(Host):
 
     def _open_cfgpp(self, p: Any) -> None:
         from lib_hidiff.diffusers.capture import UNetOutputCapture
-        from lib_hidiff.diffusers.scheduling import CFGppSchedulerMixin, check_scale
+        from lib_hidiff.diffusers.scheduling import CFGppSchedulerMixin
 
-        from .. import messages, samplers, settings
+        from .. import messages, settings
 
         pipe = p.sd_model
         scheduler = getattr(pipe, "scheduler", None)
@@ -317,11 +322,7 @@ class SDNextHost(Host):
                 else:
                     p.sampler_name = name
             return
-        lam, notes = samplers.lambda_for(p, guidance)
-        values: dict[str, Any] = {"cfgpp_scale": check_scale(lam)}
-        if "cfgpp_variant" in scheduler.config:
-            values["cfgpp_variant"] = str(settings.get("cfgpp_dpmpp_2m_variant")).upper()
-            notes[samplers.INFOTEXT_VARIANT] = values["cfgpp_variant"]
+        values, notes = self._cfgpp_values(p, "cfgpp_variant" in scheduler.config)
         scheduler.register_to_config(**values)
         capture = UNetOutputCapture().attach(self.unet(pipe))
         scheduler.cfgpp_capture = capture
@@ -332,6 +333,31 @@ class SDNextHost(Host):
             p.task_args["guidance_scale"] = RAW_MODE_GUIDANCE
             self._undo.append(lambda: _restore_arg(p, "guidance_scale", previous))
         p.extra_generation_params.update(notes)
+
+    def _cfgpp_values(self, p: Any, has_variant: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+        """This pass's scheduler config (λ, and the DPM++ 2M variant) and the infotext entries."""
+        from lib_hidiff.diffusers.scheduling import check_scale
+
+        from .. import samplers, settings
+
+        lam, notes = samplers.lambda_for(p, _pass_guidance(p, self.is_hires_pass(p)))
+        values: dict[str, Any] = {"cfgpp_scale": check_scale(lam)}
+        if has_variant:
+            values["cfgpp_variant"] = str(settings.get("cfgpp_dpmpp_2m_variant")).upper()
+            notes[samplers.INFOTEXT_VARIANT] = values["cfgpp_variant"]
+        return values, notes
+
+    def construction_values(self, scheduler_config: Any) -> dict[str, Any]:
+        """The config one of our schedulers gets as it is built: inside a generation, the values of
+        the pass that builds it (SD.Next builds and logs it in update_sampler, before process_pre);
+        outside one, or when they cannot be worked out (``_open_cfgpp`` then says why), nothing."""
+        p = self._generation
+        if p is None:
+            return {}
+        try:
+            return self._cfgpp_values(p, "cfgpp_variant" in scheduler_config)[0]
+        except Exception:
+            return {}
 
     def _cfgpp_refusal(self, p: Any, pipe: Any, guidance: float, mode: str) -> str | None:
         cls = type(pipe).__name__
@@ -361,6 +387,7 @@ class SDNextHost(Host):
             self._undo.pop()()
 
     def _after_process(self, p: Any) -> None:
+        _current(self)._generation = None
         self._guarded(self._end_pass, p)
 
     # -- infotext ------------------------------------------------------------------------------------
@@ -383,7 +410,7 @@ class SDNextHost(Host):
             params[PASTED_ENABLED] = params.pop(infotext.ENABLED)  # ours, not SD.Next's built-in
 
     def paste_fields(self, fields: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
-        """Our paste functions see "HiDiffusion" only when it is ours (see ``_repair_pasted``)."""
+        """Our paste functions see "HiDiffusion" only when it is ours (see ``_repair_pasted``); keys stay."""
         return [(c, _ours_only(key) if callable(key) else key) for c, key in fields]
 
     # -- CFG++ samplers -------------------------------------------------------------------------------
@@ -411,7 +438,7 @@ class SDNextHost(Host):
                 **sd_samplers_diffusers.config.get(base_name, {}),
                 **dict(sched.config),
             }
-            constructor = _constructor(sd_samplers_diffusers.DiffusionSampler, name, cls)
+            constructor = _constructor(self, sd_samplers_diffusers.DiffusionSampler, name, cls)
             rows.append(SamplerData(name, constructor, list(info.aliases), {}))
             self._ours[name] = cls
         if rows:
@@ -538,9 +565,21 @@ def _is_ours(row: Any) -> bool:
     return bool(options.get(_OURS)) or bool(getattr(row.constructor, _OURS, False))
 
 
-def _constructor(diffusion_sampler: type, name: str, cls: type) -> Callable[[Any], Any]:
+def _constructor(host: SDNextHost, diffusion_sampler: type, name: str, cls: type) -> Callable[[Any], Any]:
+    """SD.Next's constructor for one of our rows (create_sampler calls it, sd_samplers.py@058a7f0c:126).
+
+    The scheduler gets the pass's λ (and DPM++ 2M variant) before SD.Next sees it, so the config
+    SD.Next logs (:166-172) and keeps is the one the pass samples with, not the class default.
+    """
+
     def construct(model: Any) -> Any:
-        return diffusion_sampler(name, cls, model)
+        made = diffusion_sampler(name, cls, model)
+        scheduler = getattr(made, "sampler", None)
+        if scheduler is not None:
+            values = _current(host).construction_values(scheduler.config)
+            if values:
+                scheduler.register_to_config(**values)
+        return made
 
     setattr(construct, _OURS, True)
     construct.__name__ = cls.__name__  # /sdapi/v1/schedulers shows constructor.__name__

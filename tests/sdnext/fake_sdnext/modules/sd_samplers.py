@@ -92,7 +92,13 @@ def create_sampler(name: str | None, model: Any, scheduler_overrides: dict | Non
         return restore_default(model, name)
     if model is not None:
         model.scheduler = sampler.sampler
-    log.debug(f'Sampler: "{sampler.name}" class={sampler.sampler.__class__.__name__}')
+    # the debug line (sd_samplers.py@058a7f0c:166-172): the new scheduler's config as constructed
+    config = {
+        k: v
+        for k, v in sampler.sampler.config.items()
+        if not k.startswith("_") and v is not None and v is not False
+    }
+    log.debug(f'Sampler: "{sampler.name}" class={sampler.sampler.__class__.__name__} config={config}')
     return sampler.sampler
 
 

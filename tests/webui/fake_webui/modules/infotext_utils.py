@@ -67,28 +67,46 @@ def get_override_settings(params):
     return res
 
 
-def paste_values(prompt: str, paste_fields) -> tuple[dict, list]:
-    """The paste button: parse, run infotext_pasted callbacks, compute each field's new value.
+type_of_gr_update = dict  # type(gr.update()) in gradio 3.41 and 4.x (infotext_utils.py@1.10.1:20)
 
-    Returns (params, values); a value of None means "leave the component as it is". Values are
-    converted with the type of the component's current value, as the WebUI does.
+
+def paste_values(prompt: str, paste_fields) -> tuple[dict, list]:
+    """The paste button, ``connect_paste.paste_func`` (infotext_utils.py@1.10.1:476-519) as a function.
+
+    Parse, run the infotext_pasted callbacks (:486-487), then per (component, key): a callable key
+    gets ``params`` (an exception is reported and counts as None, :491-496), a string key
+    ``params.get(key)`` (:498); None: no update (:500-501); a ``gr.update`` dict is used as it is
+    (:502-503); anything else is converted with the type of the component's current value -- bool
+    components take "False" as False, int components ``float(v)`` -- and a conversion error leaves
+    the component alone (:504-517). Returns (params, values); a value of None means "left as it is",
+    a ``gr.update`` gives its "value".
     """
     params = parse_generation_parameters(prompt)
     script_callbacks.infotext_pasted_callback(prompt, params)
     values = []
     for component, key in paste_fields:
-        try:
-            v = key(params) if callable(key) else params.get(key)
-        except Exception:
-            errors.report(f"Error executing {key}", exc_info=True)
-            v = None
-        if v is not None:
-            valtype = type(component.value)
-            if valtype is bool and v == "False":
-                v = False
-            elif valtype is int:
-                v = float(v)
-            else:
-                v = valtype(v)
-        values.append(v)
+        if callable(key):
+            try:
+                v = key(params)
+            except Exception:
+                errors.report(f"Error executing {key}", exc_info=True)
+                v = None
+        else:
+            v = params.get(key, None)
+        if v is None:
+            values.append(None)
+        elif isinstance(v, type_of_gr_update):
+            values.append(v.get("value"))
+        else:
+            try:
+                valtype = type(component.value)
+                if valtype is bool and v == "False":
+                    val = False
+                elif valtype is int:
+                    val = float(v)
+                else:
+                    val = valtype(v)
+                values.append(val)
+            except Exception:
+                values.append(None)
     return params, values

@@ -327,7 +327,9 @@ def invert_cfgpp_measured(
     sigmas = _check_sigmas(sigmas)
     iterations = _check_iterations(iterations)
     if round_trip is not None and not callable(round_trip):
-        raise ValueError(f"CFG++ inversion: round_trip must be a sampler function or None; got {round_trip!r}")
+        raise ValueError(
+            f"CFG++ inversion: round_trip must be a sampler function or None; got {round_trip!r}"
+        )
     counted = _Counted(model)
     denoise = GuidedDenoiser(counted, x, extra_args, "CFG++ inversion")
     n = max(len(sigmas) - 1, 0)

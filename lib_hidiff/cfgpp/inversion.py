@@ -19,7 +19,8 @@ coordinates that point is y₀ = x_lo √((1 + σ_hi²)/(1 + σ_lo²)), a better
 noise than x_lo itself. Written with the residual, the plain step is one Richardson step from y₀:
 y₁ = y₀ − r(y₀).
 
-Refinement (iterations = k > 0, up to k + 1 more model calls per step): solve r(y) = 0 by iterating
+Refinement (iterations = k > 0): solve r(y) = 0 per step (the refined chain, up to k + 2 model calls
+per step) by iterating
 y ← y_b − α r(y_b) from the best point y_b, with one scalar length α per sample taken from the secant
 (Barzilai–Borwein) α = ⟨s, q⟩ / ⟨q, q⟩, s and q the differences of point and residual between y_b and
 the latest trial, clipped to [1, min(1/ρ, 2)]. Why it contracts: on a Gaussian, D is affine with
@@ -45,6 +46,19 @@ Safety on non-linear denoisers (mixtures, real UNets):
   converges fast, as on a Gaussian) was measured to make a mixture's round trip up to 2 % worse than
   no refinement, so refinement never ends on one: the first extra call measures the plain step,
   each of the k others a refined point.
+
+The round-trip guarantee: a smaller residual per step does not make the *round trip* better. Where a
+step has no exact preimage nearby (near a boundary between modes the residual can stall at a fair
+fraction of the modes' distance), the iteration may move far, and sampling back then follows another
+branch: on a 3-mode mixture, 10 iterations sent 8 of 32 samples to the neighbouring mode (round trip
+1.9 against 0.12 plain). So iterations = k computes both chains, the plain one (1 call per step) and
+the refined one, samples each back with the consumer's sampler (Euler CFG++, 1 call per step each),
+and keeps, per sample, the refined latent only where its measured round-trip error is strictly
+smaller (a tie keeps the paper's point). That rests on measurement only, so it holds on any model
+whose samples do not influence each other in a batch, and costs at most (k + 5) calls per step.
+Variants measured on mixture families and not taken: leaving a step plain where the refinement
+stalls (more samples fall back, no gain), a trust region around the plain step (fewer fall back, but
+less gain for the others).
 
 σ = 0: sigmas[0] may be 0 (a clean latent, as a WebUI schedule ends at 0). The step from 0 is solved
 like any other (ρ = 0: D_λ(y, σ_1) = x, the step that lands on D_λ), so `sigmas` can be the sampling

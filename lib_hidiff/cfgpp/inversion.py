@@ -235,6 +235,13 @@ class _Counted:
         self.calls += 1
         return self.model(*args, **kwargs)
 
+    def __getattr__(self, name: str):
+        # anything else a round_trip sampler reads is the model's own
+        model = self.__dict__.get("model")
+        if model is None:
+            raise AttributeError(name)
+        return getattr(model, name)
+
 
 class _Progress:
     """One callback per step of every phase, with the phase, its step `i` and the running count."""
@@ -397,7 +404,8 @@ def invert_cfgpp(
       `sampler(model, y, sigmas_descending, extra_args=, callback=, disable=)`. None (default):
       Euler CFG++ without churn, computed as `sample_euler_cfgpp` does but drawing no noise; DDIM CFG++
       with η = 0 takes the same update (equal up to rounding). Pass the consumer's sampler where it is
-      another one.
+      another one; its model is this model (calls counted, attributes read through), and its own
+      callbacks (x and sigma before each of its steps) are passed on as the check phases' progress.
     - Progress: one callback per step of each phase ("invert"; with iterations > 0 also "refine",
       "check plain", "check refined"), `inversion_progress_steps` in all. Keys: x = the new latent,
       sigma = sigma_hat = its sigma, denoised = the guided x0 of the step's last model call, i = the

@@ -183,6 +183,33 @@ def test_default_round_trip_is_sample_euler_cfgpp_bit_for_bit():
     assert torch.equal((back - x).flatten(1).norm(dim=1), result.error)
 
 
+def test_a_round_trip_sampler_sees_the_model_and_reports_progress():
+    cond, uncond = PAIRS["mixture"]()
+    x = clean_latents("mixture", batch=2)
+    sigmas = grid("ddim", 5)
+    model = GuidedModel(cond, uncond)
+    seen_models, phases = [], []
+
+    def consumer(m, y, descending, extra_args=None, callback=None, disable=None):
+        seen_models.append(m.cond)  # an attribute of the host's model, read through
+        return cfgpp.sample_ddim_cfgpp(m, y, descending, extra_args, callback=callback, disable=disable)
+
+    result = cfgpp.invert_cfgpp_measured(
+        model,
+        x,
+        sigmas.flip(0),
+        {"cond_scale": 0.6},
+        callback=lambda d: phases.append((d["phase"], d["step"])),
+        disable=True,
+        iterations=2,
+        round_trip=consumer,
+    )
+    assert seen_models == [cond, cond]
+    assert [s for _, s in phases] == list(range(20))
+    assert [p for p, _ in phases][10:] == ["check plain"] * 5 + ["check refined"] * 5
+    assert result.model_calls == len(model.sigmas)
+
+
 def test_bad_round_trip_is_refused():
     with pytest.raises(ValueError, match="round_trip"):
         _invert(GuidedModel(*PAIRS["gaussian"]()), initial_x(1.0), grid("karras", 3).flip(0), round_trip=3)

@@ -11,6 +11,8 @@ compared per sample with the plain inversion's round trip, computed the same way
 - Families of closed-form Gaussian mixtures: separations 1–4, equal and skewed weights, 2–5
   components, 4–64 dimensions, 10–100 steps, λ 0.3–1.2, Karras and DDIM grids, iteration counts
   1–20 (each count in at least two families). No sample is worse, and most gain orders of magnitude.
+- A model that is no denoiser of any distribution (an oscillating shift): the refined chain is
+  worse for 42 of 96 sample round trips; the result for none.
 - Gaussians keep converging to rounding level.
 `pytest -s` prints the tables in docs/cfgpp.md ("Inversion").
 """
@@ -224,9 +226,10 @@ def test_gaussians_reach_rounding_level_per_sample(name, kind, steps, lam):
     assert float(rel.max()) <= 1e-12, rel.max()
 
 
-def test_an_unguarded_model_still_gets_the_guarantee():
-    """A model whose samples are scored by a garbage 'noise' term outside the plain chain: whatever
-    the refined chain does, each sample keeps the better of the two measured round trips."""
+def test_a_model_that_is_no_denoiser_gets_the_guarantee_too():
+    """Not a mixture, not smooth in its modes: both predictions shifted by a fast oscillation of the
+    sample's sum (no distribution has this denoiser). The refined chain is worse for some samples and
+    better for others; each sample keeps the better measured round trip."""
     family = Family(4, 2, "line", 2.0, 0.2, True, 12, "karras", 0.7, (1, 5, 20))
     uncond, _ = family.models()
     cond = Gaussian(torch.ones(4, 1, 1, dtype=torch.float64), 0.5)
@@ -243,7 +246,16 @@ def test_an_unguarded_model_still_gets_the_guarantee():
     extra = {"cond_scale": family.lam}
     plain = cfgpp.invert_cfgpp(Wobbly(cond, uncond), x, sigmas.flip(0), extra, disable=True)
     err_plain = errors(cfgpp.sample_euler_cfgpp(Wobbly(cond, uncond), plain, sigmas, extra, disable=True), x)
+    kept, fell_back = 0, 0
     for k in family.iterations:
-        y = cfgpp.invert_cfgpp(Wobbly(cond, uncond), x, sigmas.flip(0), extra, disable=True, iterations=k)
-        err = errors(cfgpp.sample_euler_cfgpp(Wobbly(cond, uncond), y, sigmas, extra, disable=True), x)
+        r = cfgpp.invert_cfgpp_measured(
+            Wobbly(cond, uncond), x, sigmas.flip(0), extra, disable=True, iterations=k
+        )
+        err = errors(cfgpp.sample_euler_cfgpp(Wobbly(cond, uncond), r.latent, sigmas, extra, disable=True), x)
         assert bool((err <= err_plain).all()), k
+        kept += int(r.refined.sum())
+        fell_back += int((r.refined_error > r.plain_error).sum())
+    print(
+        f"\n[cfgpp guarantee] oscillating model: refined kept {kept}, refined worse {fell_back} of {3 * BATCH}"
+    )
+    assert kept > 0 and fell_back > 0  # both sides of the choice are exercised

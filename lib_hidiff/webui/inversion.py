@@ -27,9 +27,12 @@ runs the HiDiffusion UNet, and an inverse of a different model would not reprodu
 A batch inverts each distinct init latent once (rows with the same latent, image conditioning and
 negative prompt share one inversion), and the results are reused across batch counts. Progress:
 ``shared.state`` counts the inversion steps (with "CFG++ inversion" as its text; the CFG denoiser
-updates the live preview as in sampling), then the sampling resets it as usual. The exact round trip holds for Euler CFG++ (no churn) with the same λ, the
-prompt equal to the source prompt and no extra noise; other samplers start from the same latent
-without that promise.
+updates the live preview as in sampling), then the sampling resets it as usual. With refinement
+iterations the count covers every phase of ``invert_cfgpp`` (plain chain, refined chain, and the two
+round trips that pick, per image, the refined latent only where it retraces the image better): 4×
+the inversion steps. Each call, the round trips' included, is shown the step clock of its sigma.
+The exact round trip holds for Euler CFG++ (no churn) with the same λ, the prompt equal to the
+source prompt and no extra noise; other samplers start from the same latent without that promise.
 """
 
 from __future__ import annotations
@@ -281,11 +284,13 @@ def _run(
         "cond_scale": lam,
         "s_min_uncond": getattr(p, "s_min_uncond", 0.0),
     }
-    n_steps = len(plan.ascending) - 1
+    # iterations > 0 also runs the refined chain and the two round trips it is chosen by: the bar
+    # counts every phase's steps (cfgpp.inversion_progress_steps), so it fills exactly once
+    n_steps = cfgpp.inversion_progress_steps(len(plan.ascending) - 1, a.iterations)
     state = shared.state
 
     def progress(d: dict) -> None:
-        state.sampling_step = d["i"]  # the live preview comes from the CFG denoiser itself
+        state.sampling_step = d["step"]  # the live preview comes from the CFG denoiser itself
 
     uses_hidiffusion = getattr(p, generation.P_ARGS, None) is not None
     if uses_hidiffusion:

@@ -20,7 +20,7 @@ HINT = (
     "starts from (1.0: all the way), and samples from there with your prompt instead of init + random "
     "noise. Same prompt, <b>Euler CFG++</b> and the same CFG scale give the image back (exactly in "
     "the limit of refinement iterations); any other sampler starts from the same latent with no "
-    "round-trip promise. Costs 1 model call per img2img step, plus up to iterations + 1 more."
+    "round-trip promise. Costs 1 model call per img2img step; refinement costs more (see its tooltip)."
 )
 
 TOOLTIPS = {
@@ -28,8 +28,10 @@ TOOLTIPS = {
     "from_image": "Fill the source prompt from the init image's PNG info",
     "cfg_scale": "CFG scale of the inversion, mapped to λ like the CFG++ samplers; 0 = the CFG scale "
     "above (needed for an exact round trip)",
-    "iterations": "Fixed-point refinement of every inversion step: 0 = the CFG++ paper's inversion; each "
-    "iteration is one more model call per step and brings the round trip closer to exact",
+    "iterations": "Refines every inversion step so that Euler CFG++ retraces the image more exactly. 0 = the "
+    "CFG++ paper's inversion, 1 model call per step. k > 0: up to k + 5 calls per step -- the plain "
+    "inversion (1), the refined one (up to k + 2), and sampling each back once (2) to keep, per image, "
+    "the refined latent only where it comes back closer: never worse than 0",
 }
 
 

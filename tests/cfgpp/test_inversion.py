@@ -85,7 +85,9 @@ def test_refinement_closes_the_gap_for_cfg():
     """Refinement solves each CFG step as well: off the manifold, CFG (w 7.5) is reconstructed to
     rounding level after 2 iterations at NFE 50 and to 2 % of its plain error after 10 at NFE 10, while
     CFG++ (λ 0.6) keeps some error on this toy, whose sharp modes (std 0.1) make a few of its low-noise
-    steps hard for a scalar secant. The paper's advantage is the plain inversion's."""
+    steps hard for a scalar secant. The paper's advantage is the plain inversion's. Reconstructed with
+    DDIM CFG++ (η 0), which the inversion's Euler CFG++ round trip equals up to rounding: refinement
+    never makes it worse."""
     its = (0, 1, 2, 5, 10)
     print("\n[cfgpp inversion] off-manifold toy, reconstruction RMSE by iterations " + str(its))
     for nfe in (10, 50):
@@ -98,4 +100,4 @@ def test_refinement_closes_the_gap_for_cfg():
             assert cfg[its.index(5)] <= 1e-10
         else:
             assert cfg[its.index(10)] <= 0.05 * cfg[0]
-        assert max(pp[1:]) < 2 * pp[0]  # refinement never blows the CFG++ round trip up
+        assert max(pp[1:]) <= pp[0] * (1 + 1e-9)  # refinement never makes the CFG++ round trip worse

@@ -1,5 +1,5 @@
 """Edge cases of `invert_cfgpp`: short schedules, σ = 0, DDIM CFG++ as the way back, dtypes, batches,
-callbacks, call counts and bad arguments."""
+callbacks and progress, call counts, noise and bad arguments."""
 
 from __future__ import annotations
 
@@ -99,20 +99,120 @@ def test_batch_samples_are_independent():
 
 
 def test_callback_once_per_step_and_call_counts():
+    """iterations = 0: one callback and one model call per step (the paper's inversion, nothing else)."""
     cond, uncond = PAIRS["mixture"]()
     x = clean_latents("mixture", batch=2)
     ascending = grid("karras", 6).flip(0)
-    for iterations in (0, 4):
-        seen = []
-        model = GuidedModel(cond, uncond)
-        out = _invert(model, x, ascending, iterations=iterations, callback=seen.append)
-        assert [d["i"] for d in seen] == list(range(6))
-        assert [float(d["sigma"]) for d in seen] == [float(s) for s in ascending[1:]]
-        assert all(d["sigma_hat"] is d["sigma"] for d in seen)
-        assert torch.equal(seen[-1]["x"], out)
-        assert all(d["denoised"].shape == x.shape for d in seen)
-        calls = len(model.sigmas)
-        assert (calls == 6) if iterations == 0 else (6 < calls <= 6 * (2 + iterations))
+    seen = []
+    model = GuidedModel(cond, uncond)
+    out = _invert(model, x, ascending, callback=seen.append)
+    assert [d["i"] for d in seen] == [d["step"] for d in seen] == list(range(6))
+    assert all(d["phase"] == "invert" and d["steps"] == 6 for d in seen)
+    assert cfgpp.inversion_progress_steps(6, 0) == 6 == cfgpp.inversion_max_model_calls(6, 0)
+    assert [float(d["sigma"]) for d in seen] == [float(s) for s in ascending[1:]]
+    assert all(d["sigma_hat"] is d["sigma"] for d in seen)
+    assert torch.equal(seen[-1]["x"], out)
+    assert all(d["denoised"].shape == x.shape for d in seen)
+    assert len(model.sigmas) == 6
+
+
+def test_iterations_0_is_the_plain_step_bit_for_bit():
+    """y = y0 − r(y0) with y0 = x_lo √((1 + σ_hi²)/(1 + σ_lo²)), computed here from the model directly."""
+    cond, uncond = PAIRS["mixture"]()
+    x = clean_latents("mixture", batch=3)
+    ascending = grid("ddim", 5).flip(0)
+    model = GuidedModel(cond, uncond)
+    lam = 0.6
+    expected = x
+    for lo, hi in zip(ascending[:-1], ascending[1:]):
+        y0 = expected * ((1 + float(hi) ** 2) / (1 + float(lo) ** 2)) ** 0.5
+        d_lam = model(y0, hi * y0.new_ones([3]), cond_scale=lam)
+        r0 = d_lam + float(lo) / float(hi) * (y0 - model.last_denoised_uncond) - expected
+        expected = y0 - r0
+    assert torch.equal(_invert(GuidedModel(cond, uncond), x, ascending, lam=lam), expected)
+
+
+@pytest.mark.parametrize("iterations", [1, 4])
+def test_refinement_progress_phases_and_call_counts(iterations):
+    """iterations > 0: plain chain, refined chain, the round trip of each: one callback per step of each
+    phase, a running count over all of them, and at most (k + 5) model calls per step."""
+    cond, uncond = PAIRS["mixture"]()
+    x = clean_latents("mixture", batch=2)
+    n = 6
+    ascending = grid("karras", n).flip(0)
+    seen = []
+    model = GuidedModel(cond, uncond)
+    result = cfgpp.invert_cfgpp_measured(
+        model, x, ascending, {"cond_scale": 0.6}, callback=seen.append, disable=True, iterations=iterations
+    )
+    total = cfgpp.inversion_progress_steps(n, iterations)
+    assert total == 4 * n
+    assert [d["step"] for d in seen] == list(range(total)) and all(d["steps"] == total for d in seen)
+    phases = ["invert", "refine", "check plain", "check refined"]
+    assert [d["phase"] for d in seen] == [p for p in phases for _ in range(n)]
+    assert [d["i"] for d in seen] == list(range(n)) * 4
+    up = [float(s) for s in ascending[1:]]
+    down = [float(s) for s in ascending.flip(0)[1:]]
+    assert [float(d["sigma"]) for d in seen] == up + up + down + down
+    assert all(d["x"].shape == x.shape and d["denoised"].shape == x.shape for d in seen)
+    calls = len(model.sigmas)
+    assert result.model_calls == calls
+    assert 5 * n < calls <= cfgpp.inversion_max_model_calls(n, iterations) == n * (iterations + 5)
+    assert model.sigmas[-2 * n :] == [float(s) for s in ascending.flip(0)[:-1]] * 2  # the round trips
+
+
+def test_round_trip_draws_no_noise():
+    """The measured round trips must not move the host's random stream (the WebUI seeds it per image)."""
+    cond, uncond = PAIRS["mixture"]()
+    x = clean_latents("mixture", batch=2)
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    _invert(GuidedModel(cond, uncond), x, grid("karras", 5).flip(0), iterations=3)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_default_round_trip_is_sample_euler_cfgpp_bit_for_bit():
+    cond, uncond = PAIRS["mixture"]()
+    x = clean_latents("mixture", batch=4)
+    sigmas = grid("karras", 8)
+    extra = {"cond_scale": 0.8}
+    result = cfgpp.invert_cfgpp_measured(
+        GuidedModel(cond, uncond), x, sigmas.flip(0), extra, disable=True, iterations=3
+    )
+    back = cfgpp.sample_euler_cfgpp(GuidedModel(cond, uncond), result.latent, sigmas, extra, disable=True)
+    assert torch.equal((back - x).flatten(1).norm(dim=1), result.error)
+
+
+def test_a_round_trip_sampler_sees_the_model_and_reports_progress():
+    cond, uncond = PAIRS["mixture"]()
+    x = clean_latents("mixture", batch=2)
+    sigmas = grid("ddim", 5)
+    model = GuidedModel(cond, uncond)
+    seen_models, phases = [], []
+
+    def consumer(m, y, descending, extra_args=None, callback=None, disable=None):
+        seen_models.append(m.cond)  # an attribute of the host's model, read through
+        return cfgpp.sample_ddim_cfgpp(m, y, descending, extra_args, callback=callback, disable=disable)
+
+    result = cfgpp.invert_cfgpp_measured(
+        model,
+        x,
+        sigmas.flip(0),
+        {"cond_scale": 0.6},
+        callback=lambda d: phases.append((d["phase"], d["step"])),
+        disable=True,
+        iterations=2,
+        round_trip=consumer,
+    )
+    assert seen_models == [cond, cond]
+    assert [s for _, s in phases] == list(range(20))
+    assert [p for p, _ in phases][10:] == ["check plain"] * 5 + ["check refined"] * 5
+    assert result.model_calls == len(model.sigmas)
+
+
+def test_bad_round_trip_is_refused():
+    with pytest.raises(ValueError, match="round_trip"):
+        _invert(GuidedModel(*PAIRS["gaussian"]()), initial_x(1.0), grid("karras", 3).flip(0), round_trip=3)
 
 
 def test_scale_comes_from_extra_args():

@@ -209,6 +209,23 @@ def test_progress_counts_the_inversion_steps(env, model):
     assert len(seen) == len(inverting) + 6 and shared.state.textinfo is None  # sampling: 6 more calls
 
 
+def test_progress_with_refinement_counts_every_phase(env, model):
+    """iterations > 0: plain chain, refined chain and two round trips, 6 steps each: the bar runs over
+    cfgpp.inversion_progress_steps = 24 steps, never backwards, and reaches its end."""
+    seen = []
+    script_callbacks.on_cfg_denoiser(
+        lambda params: seen.append((params.sampling_step, params.total_sampling_steps, shared.state.textinfo))
+    )
+    run(env, [True, "a photo", 0, 2], clean_latent(), denoising_strength=1.0)
+    inverting = [s for s in seen if s[2] == TITLE]
+    total = cfgpp.inversion_progress_steps(6, 2)
+    assert total == 24 and all(s[1] == total for s in inverting)
+    steps = [s[0] for s in inverting]
+    assert steps == sorted(steps) and set(steps) == set(range(total - 1))  # after step 23: no more calls
+    assert 4 * 6 < len(inverting) <= cfgpp.inversion_max_model_calls(6, 2)
+    assert len(seen) == len(inverting) + 6 and shared.state.textinfo is None
+
+
 # -- arguments, infotext, API --------------------------------------------------------------------
 def test_api_dict_and_positional_args_and_infotext_round_trip(env, model):
     init = clean_latent()

@@ -70,24 +70,28 @@ def _source_copy(target: Path) -> Path:
 
 def _torch_closure() -> set[Path]:
     """The top-level files and folders (packages, .dist-info, .libs) of torch and of every
-    distribution it requires, transitively, as installed in this interpreter's environment."""
+    distribution it requires, transitively (extras included: torch asks for cuda-toolkit[cublas,...],
+    whose extras name the nvidia-* libraries), as installed in this interpreter's environment."""
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
     dists: dict[str, metadata.Distribution] = {}
-    todo = ["torch"]
+    done: set[tuple[str, str]] = set()
+    todo = [("torch", "")]
     while todo:
-        name = canonicalize_name(todo.pop())
-        if name in dists:
+        name, extra = todo.pop()
+        name = canonicalize_name(name)
+        if (name, extra) in done:
             continue
+        done.add((name, extra))
         try:
-            dists[name] = dist = metadata.distribution(name)
+            dist = dists[name] = dists.get(name) or metadata.distribution(name)
         except metadata.PackageNotFoundError:
             continue  # pip will say what is missing
         for text in dist.requires or []:
             req = Requirement(text)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(req.name)
+            if req.marker is None or req.marker.evaluate({"extra": extra}):
+                todo += [(req.name, "")] + [(req.name, e) for e in req.extras]
     entries = set()
     for dist in dists.values():
         for file in dist.files or []:
@@ -200,7 +204,7 @@ def test_wheel_holds_only_the_library(wheel: Path):
 
 def test_installed_library_imports_from_the_wheel(venv: Path, work: Path):
     probe = """
-import importlib, importlib.metadata as md, importlib.util, json, sys
+import importlib, importlib.metadata as md, importlib.util, json, os, sys, sysconfig
 import lib_hidiff, lib_hidiff.diffusers, torch, diffusers
 names = {}
 for module in (lib_hidiff, lib_hidiff.diffusers):
@@ -209,6 +213,7 @@ for module in (lib_hidiff, lib_hidiff.diffusers):
 print(json.dumps({
     "lib_hidiff": lib_hidiff.__file__, "torch": torch.__file__, "torch_version": md.version("torch"),
     "diffusers": diffusers.__version__, "prefix": sys.prefix, "names": names,
+    "site_entries": sorted(os.listdir(sysconfig.get_path("purelib"))),
     "tops": sorted({f.parts[0] for f in md.files(sys.argv[1])}),
     "stray": [m for m in ("scripts", "tests", "install", "preload", "javascript") if importlib.util.find_spec(m)],
 }))
@@ -220,6 +225,8 @@ print(json.dumps({
     assert not os.path.realpath(result["lib_hidiff"]).startswith(str(ROOT) + os.sep)
     assert result["torch_version"] == metadata.version("torch")  # the linked torch, not a new one
     assert not os.path.realpath(result["torch"]).startswith(prefix + os.sep), "pip installed another torch"
+    copied = {p.name for p in _torch_closure()} & set(result["site_entries"])
+    assert not copied, f"pip installed what the test venv's torch needs into the new venv: {sorted(copied)}"
     assert result["diffusers"] == _pinned("diffusers")
     assert len(result["names"]) >= 10 and all(result["names"].values()), result["names"]
     assert result["stray"] == [] and not ({"scripts", "tests", "javascript"} & set(result["tops"])), result

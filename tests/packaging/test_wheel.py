@@ -7,7 +7,8 @@ pip resolves ``torch==<the test venv's version>`` in the same run as the wheel, 
 installed, because the venv's site-packages has a .pth naming a folder of links to the test venv's
 torch and the distributions torch requires (nothing else). Copying torch instead would be a ~5.5 GB
 CUDA build per run; a ``--system-site-packages`` venv would see everything else the base Python has.
-Pip never replaces what lies outside the venv, so the test venv is never written to. The extra's
+Pip never uninstalls what lies outside the venv (it would install a newer version beside it), so
+the test venv is never written to. The extra's
 other dependencies (diffusers, transformers, ...) are resolved and installed by pip as a user's
 would be, within the pins of requirements-test-diffusers-newest.txt (the release the suite also
 runs on), so the run is reproducible.
@@ -225,8 +226,9 @@ print(json.dumps({
     assert not os.path.realpath(result["lib_hidiff"]).startswith(str(ROOT) + os.sep)
     assert result["torch_version"] == metadata.version("torch")  # the linked torch, not a new one
     assert not os.path.realpath(result["torch"]).startswith(prefix + os.sep), "pip installed another torch"
-    copied = {p.name for p in _torch_closure()} & set(result["site_entries"])
-    assert not copied, f"pip installed what the test venv's torch needs into the new venv: {sorted(copied)}"
+    # torch's own and its GPU libraries (GBs); a small pure-Python requirement may be updated there
+    copied = {"torch", "nvidia", "triton", "cuda"} & set(result["site_entries"])
+    assert not copied, f"pip copied torch's libraries into the new venv: {sorted(copied)}"
     assert result["diffusers"] == _pinned("diffusers")
     assert len(result["names"]) >= 10 and all(result["names"].values()), result["names"]
     assert result["stray"] == [] and not ({"scripts", "tests", "javascript"} & set(result["tops"])), result

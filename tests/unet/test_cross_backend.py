@@ -7,25 +7,13 @@ other (tests/unet/test_oracle.py).
 """
 
 import json
-import os
-import re
 import subprocess
 import sys
 
-import pytest
-
+from .. import newest_diffusers as newest
 from .cross_backend import CASES, QUICK, ROOT, measure
 
 TOL = 1e-5  # relative
-NEWEST_DIR = os.path.join(ROOT, ".ci-diffusers-newest")
-NEWEST_REQUIREMENTS = os.path.join(ROOT, "requirements-test-diffusers-newest.txt")
-
-
-def _newest_version() -> str:
-    with open(NEWEST_REQUIREMENTS, encoding="utf-8") as f:
-        found = re.search(r"^diffusers==(\S+)", f.read(), re.M)
-    assert found, f"{NEWEST_REQUIREMENTS} pins no diffusers version"
-    return found.group(1)
 
 
 def test_same_output_on_the_installed_diffusers():
@@ -37,20 +25,12 @@ def test_same_output_on_the_installed_diffusers():
 
 
 def test_same_output_on_the_newest_diffusers():
-    want = _newest_version()
-    if not os.path.isdir(os.path.join(NEWEST_DIR, "diffusers")):
-        message = (
-            f"diffusers {want} is not installed in {NEWEST_DIR} (.ci/run installs it: "
-            f"pip install --no-deps --target .ci-diffusers-newest -r requirements-test-diffusers-newest.txt)"
-        )
-        if os.environ.get("HIDIFF_REQUIRE_NEWEST_DIFFUSERS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([NEWEST_DIR, ROOT])}
+    newest.require_installed()
+    want = newest.newest_version()
     proc = subprocess.run(
         [sys.executable, "-m", "tests.unet.cross_backend"],
         cwd=ROOT,
-        env=env,
+        env=newest.environment(),
         capture_output=True,
         text=True,
         timeout=900,
@@ -61,7 +41,7 @@ def test_same_output_on_the_newest_diffusers():
         f"ldm vs diffusers {result['diffusers']}: max rel {result['max_rel']:.1e}, abs {result['max_abs']:.1e}"
     )
     assert result["diffusers"] == want, f"the subprocess imported diffusers {result['diffusers']}, not {want}"
-    assert os.path.realpath(result["diffusers_file"]).startswith(os.path.realpath(NEWEST_DIR))
+    assert newest.imported_from_newest(result["diffusers_file"]), result["diffusers_file"]
     assert len(result["cases"]) == sum(len(steps) for _, _, steps, _ in CASES) and result["max_rel"] <= TOL, (
         result
     )

@@ -92,6 +92,8 @@ class Engine(ForgeDiffusionEngine):
     def __init__(self, kmodel: KModel, name: str = "base", kind: str = "sd1"):
         super().__init__(ForgeObjects(UnetPatcher(kmodel), None, None, None))
         self.is_sd1, self.is_sd2, self.is_sdxl = kind == "sd1", kind == "sd2", kind == "sdxl"
+        unet = getattr(kmodel, "diffusion_model", None)  # base.py:28: the loader's inpaint_model()
+        self.is_inpaint = unet is not None and unet.input_blocks[0][0].in_channels == 9
         self.sd_checkpoint_info = sd_models.CheckpointInfo(name)
 
 

@@ -220,8 +220,9 @@ def open_pass(
     settings, messages = host.adjust(p, settings, is_hr)
     for message in messages:
         note(p, message)
-    if messages and not is_hr:
+    if messages and not is_hr:  # what the host turned off is what ran
         p.extra_generation_params[infotext.KEYS["mswmsa"]] = settings.mswmsa
+        p.extra_generation_params[infotext.KEYS["raunet"]] = settings.raunet
     if not (settings.raunet or settings.mswmsa):
         return None
 
@@ -229,7 +230,9 @@ def open_pass(
         if hd.installed(unet) is None:
             _patched.append(weakref.ref(unet))
         installation = hd.install(unet, layout)
-        act = Activation(installation, weakref.ref(sd_model), host.checkpoint(sd_model), is_hr, source=progress)
+        act = Activation(
+            installation, weakref.ref(sd_model), host.checkpoint(sd_model), is_hr, source=progress
+        )
         act.on_first_reading = _schedule_check(p, layout, settings, is_hr)
         installation.activate(settings, progress=act.progress, seed=_seed(p))
     except (hd.SettingsError, hd.UnsupportedUNet) as e:
@@ -265,7 +268,9 @@ def _schedule_check(p: Any, layout: hd.UNetLayout, settings: hd.HiDiffusionSetti
         try:
             width, height = _pass_size(p, is_hr)
             total = int(reading[1])
-            sched = schedule.pass_schedule(layout, width, height, settings, steps or total, total, hires=is_hr)
+            sched = schedule.pass_schedule(
+                layout, width, height, settings, steps or total, total, hires=is_hr
+            )
         except Exception as e:  # a report must never break sampling
             log.warning("HiDiffusion: could not check the schedule of this pass: %s", e)
             return

@@ -11,6 +11,8 @@ the map's size (the rule of the core's diffusers ControlNet sinks), without one 
 
 from __future__ import annotations
 
+import os
+
 import backend.nn.unet as forge_unet_module
 import pytest
 import torch
@@ -23,8 +25,12 @@ from modules import shared
 import lib_hidiff.unet as hd
 from lib_hidiff.unet.patcher import Installation
 from lib_hidiff.webui import generation
+from lib_hidiff.webui.hosts.a1111 import A1111Host
+from lib_hidiff.webui.hosts.forge import ForgeHost
 
-from .forge_env import forge_unet, hook_count, ldm_sd15_unet, unet_engine
+from .forge_env import HERE, forge_unet, hook_count, ldm_sd15_unet, unet_engine
+
+FAKE_FORGE = os.path.join(HERE, "fake_forge")
 
 WARNING = "warning control could not be applied"
 HD = {"enabled": True, "t1": 1.0}  # RAU-Net at every step
@@ -204,3 +210,43 @@ def test_hires_fix_with_controlnet(forge, engine, unet, controlnets, monkeypatch
     assert [c["full"]["output"][0].shape[-2:] for c in hires] == [(64, 72)] * 2
     assert spy.check() == 2 * 10
     _no_patches(unet, engine)
+
+
+def _lllite_engine(unet, seed: int = 6):
+    """An engine whose patcher carries a ControlLLLite attn1 patch on input blocks 4 and 5 (level 1,
+    depth-2 modules: the control image /16 = the level-1 token grid of a 576x512 picture)."""
+    import sys
+
+    sys.path.insert(0, os.path.join(FAKE_FORGE, "extensions-builtin", "sd_forge_controlllite"))
+    try:
+        from lib_controllllite.lib_controllllite import LLLiteModule, control_net_lllite_patch
+    finally:
+        sys.path.pop(0)
+    torch.manual_seed(seed)
+    image = _image(512, 576) * 2 - 1
+    modules = {}
+    for block in (4, 5):
+        name = f"lllite_unet_input_blocks_{block}_1_transformer_blocks_0_attn1_to_q"
+        modules[name] = LLLiteModule(name, in_dim=64, depth=2, cond_emb_dim=16, mlp_dim=16)
+        modules[name].set_cond_image(image)
+    engine = unet_engine(unet)
+    patched = engine.forge_objects_after_applying_lora.unet.clone()
+    patched.set_model_attn1_patch(control_net_lllite_patch(modules))
+    engine.forge_objects_after_applying_lora.unet = patched
+    return engine
+
+
+def test_controllllite_turns_raunet_off_with_one_message(forge, unet, monkeypatch):
+    shared.sd_model = _lllite_engine(unet)
+    _, res = forge.txt2img([HD], steps=1, seed=5)
+    assert (
+        "HiDiffusion RAU-Net: False" in res.infotexts[0] and "HiDiffusion MSW-MSA: True" in res.infotexts[0]
+    )
+    assert "ControlLLLite" in res.comments
+    assert hd.installed(unet) is None and hook_count(unet) == 0
+    # the failure this avoids: with RAU-Net on, LLLite's embedding no longer fits the tokens
+    monkeypatch.setattr(ForgeHost, "adjust", A1111Host.adjust)
+    shared.sd_model = _lllite_engine(unet)
+    with pytest.raises(RuntimeError, match="Sizes of tensors must match"):
+        forge.txt2img([HD], steps=1, seed=5)
+    assert hd.installed(unet) is None and hook_count(unet) == 0

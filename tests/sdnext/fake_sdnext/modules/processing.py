@@ -17,6 +17,7 @@ from typing import Any
 from modules import script_callbacks, scripts_manager, shared
 from modules.processing_class import (  # noqa: F401
     StableDiffusionProcessing,
+    StableDiffusionProcessingControl,
     StableDiffusionProcessingImg2Img,
     StableDiffusionProcessingTxt2Img,
 )

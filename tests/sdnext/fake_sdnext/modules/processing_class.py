@@ -170,3 +170,10 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
                 self.sd_model, sd_models.DiffusersTaskType.IMAGE_2_IMAGE
             )
             self.ops.append("img2img")
+
+
+class StableDiffusionProcessingControl(StableDiffusionProcessingImg2Img):
+    """processing_class.py:839-862: the Control tab's ``p``; ``control_run`` has already put the
+    ControlNet pipeline in place (control/run.py:67-143) and the control image into
+    ``p.task_args["image"]`` (control/processor.py:274), and runs it with
+    ``p.scripts = scripts_manager.scripts_control`` (control/run.py:297-303)."""

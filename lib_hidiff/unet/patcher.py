@@ -3,6 +3,8 @@
 Everything sits on small modules: forward hooks on a few blocks, instance ``forward`` overrides on
 the RAD Downsample and the Upsamples, pre/post hooks around ``attn1``. The UNet's own forward is
 never touched, so a ControlNet-style loop that calls the blocks directly is patched all the same.
+ControlNet residuals handed to the UNet as arguments (diffusers' down/mid residuals, the ``control``
+dict of Forge's UNet) are fitted to the maps RAU-Net leaves (targets.ControlNetSinks / ControlDictSinks).
 Which modules those are, and the argument names their calls use, come from
 :func:`.targets.targets_for`: one patcher serves ldm/sgm and diffusers UNets.
 

@@ -230,9 +230,7 @@ def open_pass(
         if hd.installed(unet) is None:
             _patched.append(weakref.ref(unet))
         installation = hd.install(unet, layout)
-        act = Activation(
-            installation, weakref.ref(sd_model), host.checkpoint(sd_model), is_hr, source=progress
-        )
+        act = Activation(installation, weakref.ref(sd_model), host.checkpoint(sd_model), is_hr, source=progress)
         act.on_first_reading = _schedule_check(p, layout, settings, is_hr)
         installation.activate(settings, progress=act.progress, seed=_seed(p))
     except (hd.SettingsError, hd.UnsupportedUNet) as e:
@@ -268,9 +266,7 @@ def _schedule_check(p: Any, layout: hd.UNetLayout, settings: hd.HiDiffusionSetti
         try:
             width, height = _pass_size(p, is_hr)
             total = int(reading[1])
-            sched = schedule.pass_schedule(
-                layout, width, height, settings, steps or total, total, hires=is_hr
-            )
+            sched = schedule.pass_schedule(layout, width, height, settings, steps or total, total, hires=is_hr)
         except Exception as e:  # a report must never break sampling
             log.warning("HiDiffusion: could not check the schedule of this pass: %s", e)
             return

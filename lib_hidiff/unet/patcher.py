@@ -3,6 +3,8 @@
 Everything sits on small modules: forward hooks on a few blocks, instance ``forward`` overrides on
 the RAD Downsample and the Upsamples, pre/post hooks around ``attn1``. The UNet's own forward is
 never touched, so a ControlNet-style loop that calls the blocks directly is patched all the same.
+ControlNet residuals handed to the UNet as arguments (diffusers' down/mid residuals, the ``control``
+dict of Forge's UNet) are fitted to the maps RAU-Net leaves (targets.ControlNetSinks / ControlDictSinks).
 Which modules those are, and the argument names their calls use, come from
 :func:`.targets.targets_for`: one patcher serves ldm/sgm and diffusers UNets.
 
@@ -29,7 +31,7 @@ from .layout import UNetLayout, inspect_unet
 from .mswmsa import Windowing, plan_windows, shift_for, window_partition, window_reverse
 from .presets import HiDiffusionSettings, SettingsError, row_for
 from .raunet import ca_pool, rad_conv, resize, upsample_to
-from .targets import ControlNetSinks, UNetTargets, targets_for
+from .targets import ControlDictSinks, ControlNetSinks, UNetTargets, targets_for
 
 __all__ = [
     "CallPlan",
@@ -148,6 +150,8 @@ class Installation:
         # ControlNet residuals held back from this call (diffusers), to add at the real skip sizes
         self._residuals: tuple[tuple[torch.Tensor, ...], torch.Tensor] | None = None
         self._sizes_fixed = False  # this call must keep the vanilla sizes (T2I-Adapter residuals)
+        # This call's ``control`` dict (ldm UNets taking one: Forge), a copy whose entries get resized
+        self._control: dict[str, Any] | None = None
         self._handles: list[Any] = []
         self._overrides: list[tuple[nn.Module, Any, Callable]] = []
         try:
@@ -189,6 +193,7 @@ class Installation:
         self._timestep = None
         self._residuals = None
         self._sizes_fixed = False
+        self._control = None
 
     # -- installation -------------------------------------------------------------------------
     def _hook(self, handle: Any) -> None:
@@ -239,6 +244,10 @@ class Installation:
             for block, skips in t.controlnet.up_blocks:
                 self._hook(block.register_forward_pre_hook(self._make_add_residuals(skips), with_kwargs=True))
             self._hook(t.controlnet.mid.register_forward_hook(self._add_mid_residual))
+        if t.control is not None:  # registered after the CA hook: they see the pooled map
+            for i, block in enumerate(t.control.inputs):
+                self._hook(block.register_forward_hook(self._make_fit_control(i)))
+            self._hook(t.control.middle.register_forward_hook(self._fit_middle_control))
 
     def remove(self) -> None:
         """Take every patch off; afterwards the UNet holds no trace of this installation."""
@@ -262,6 +271,7 @@ class Installation:
         self._timestep = None
         self._residuals = None
         self._sizes_fixed = False
+        self._control = None
         session = self.session
         if session is None:
             return None
@@ -273,7 +283,20 @@ class Installation:
             )
         if self.targets.controlnet is not None:
             return self._take_residuals(self.targets.controlnet, args, kwargs)
+        if self.targets.control is not None:
+            return self._take_control(self.targets.control, args, kwargs)
         return None
+
+    def _take_control(self, sinks: ControlDictSinks, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        """Hand the UNet a copy of its ``control`` dict (fresh lists), whose entries the hooks resize."""
+        control = _arg(args, kwargs, sinks.position, sinks.arg)
+        if not isinstance(control, dict):
+            return None
+        own = {k: list(v) if isinstance(v, list) else v for k, v in control.items()}
+        self._control = own
+        if sinks.arg in kwargs or len(args) <= sinks.position:
+            return args, {**kwargs, sinks.arg: own}
+        return (*args[: sinks.position], own, *args[sinks.position + 1 :]), kwargs
 
     def _take_residuals(self, sinks: ControlNetSinks, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         """Hold back ControlNet residuals, to add them at the skip sizes RAU-Net leaves (see ControlNetSinks)."""
@@ -293,6 +316,7 @@ class Installation:
         self._timestep = None
         self._residuals = None
         self._sizes_fixed = False
+        self._control = None
         self.call = None
         return None
 
@@ -440,6 +464,35 @@ class Installation:
 
         return add_residuals
 
+    def _make_fit_control(self, idx: int) -> Callable:
+        n_blocks = self.layout.n_blocks
+
+        def fit_control(module: nn.Module, args: tuple, out: Any) -> None:
+            control = self._control
+            if control is None or self.call is None:
+                return None
+            h = _first_tensor(out)
+            inputs = control.get("input")
+            if isinstance(inputs, list) and inputs:  # the entry added to this map right now
+                inputs[-1] = _fit_entry(inputs[-1], h)
+            outputs = control.get("output")
+            if isinstance(outputs, list):  # the entry added to skip idx in the up path
+                k = idx - (n_blocks - len(outputs))
+                if 0 <= k < len(outputs):
+                    outputs[k] = _fit_entry(outputs[k], h)
+            return None
+
+        return fit_control
+
+    def _fit_middle_control(self, module: nn.Module, args: tuple, out: Any) -> None:
+        control = self._control
+        if control is None or self.call is None:
+            return None
+        middle = control.get("middle")
+        if isinstance(middle, list) and middle:
+            middle[-1] = _fit_entry(middle[-1], _first_tensor(out))
+        return None
+
     def _add_mid_residual(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor | None:
         if self._residuals is None:
             return None
@@ -475,6 +528,13 @@ def _fit(residual: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """A ControlNet residual at the size of the feature it is added to (area-averaged when smaller)."""
     size = tuple(like.shape[-2:])
     return residual if tuple(residual.shape[-2:]) == size else resize(residual, size, "area")
+
+
+def _fit_entry(entry: Any, like: torch.Tensor) -> Any:
+    """A ``control`` dict entry fitted to its map; None and non-spatial entries as they are."""
+    if not torch.is_tensor(entry) or entry.dim() != like.dim() or entry.dim() < 3:
+        return entry
+    return _fit(entry, like)
 
 
 def installed(unet: nn.Module) -> Installation | None:

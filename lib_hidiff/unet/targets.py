@@ -8,13 +8,22 @@ patcher serves ldm/sgm and diffusers UNets alike.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch.nn as nn
 
 from .layout import UNetLayout, child, self_attentions
 
-__all__ = ["LDM", "CallConvention", "ControlNetSinks", "UNetTargets", "ldm_targets", "targets_for"]
+__all__ = [
+    "LDM",
+    "CallConvention",
+    "ControlDictSinks",
+    "ControlNetSinks",
+    "UNetTargets",
+    "ldm_targets",
+    "targets_for",
+]
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,25 @@ class ControlNetSinks:
 
 
 @dataclass(frozen=True)
+class ControlDictSinks:
+    """Where an ldm UNet whose forward takes a ``control`` dict adds the residuals in it.
+
+    Forge's backend UNet (and ComfyUI's, which it derives from) receives ControlNet / T2I-Adapter
+    residuals as ``control = {"input": [...], "middle": [...], "output": [...]}`` and adds them with
+    a ``control[name].pop()`` (from the end of the list): after every input block ("input"), after
+    the middle block ("middle") and onto every skip before it is concatenated ("output"; the last
+    entry goes to the last skip). Under RAU-Net the deep maps are smaller than the residuals, so the
+    patcher resizes the entry each map is about to receive, as soon as the map exists (forward hooks
+    on these blocks); the UNet then adds it itself.
+    """
+
+    arg: str  # the UNet forward's keyword holding the dict
+    position: int  # ... and its position when given positionally
+    inputs: tuple[nn.Module, ...]  # input block i: its output is map i (and skip i)
+    middle: nn.Module
+
+
+@dataclass(frozen=True)
 class UNetTargets:
     """The modules one UNet's patches sit on (input/output numbers as in UNetLayout)."""
 
@@ -69,6 +97,16 @@ class UNetTargets:
     upsamples: tuple[tuple[int, int, nn.Module], ...]  # (output block, skip it targets, Upsample)
     transformers: tuple[tuple[nn.Module, tuple[nn.Module, ...]], ...]  # MSW-MSA: (transformer, its attn1s)
     controlnet: ControlNetSinks | None = None
+    control: ControlDictSinks | None = None
+
+
+def _control_position(unet: nn.Module) -> int | None:
+    """Position (after self) of the forward's ``control`` parameter; None where it has none (A1111)."""
+    try:
+        params = list(inspect.signature(type(unet).forward).parameters)
+    except (TypeError, ValueError):
+        return None
+    return params.index("control") - 1 if "control" in params else None
 
 
 def ldm_targets(unet: nn.Module, layout: UNetLayout) -> UNetTargets:
@@ -88,6 +126,9 @@ def ldm_targets(unet: nn.Module, layout: UNetLayout) -> UNetTargets:
         rad_conv=down.op,
         upsamples=tuple((j, skip, child(outputs[j], "Upsample")) for j, skip in layout.upsamples),
         transformers=tuple(msw),
+        control=None
+        if (position := _control_position(unet)) is None
+        else ControlDictSinks("control", position, tuple(inputs), unet.middle_block),
     )
 
 

@@ -220,8 +220,9 @@ def open_pass(
     settings, messages = host.adjust(p, settings, is_hr)
     for message in messages:
         note(p, message)
-    if messages and not is_hr:
+    if messages and not is_hr:  # what the host turned off is what ran
         p.extra_generation_params[infotext.KEYS["mswmsa"]] = settings.mswmsa
+        p.extra_generation_params[infotext.KEYS["raunet"]] = settings.raunet
     if not (settings.raunet or settings.mswmsa):
         return None
 

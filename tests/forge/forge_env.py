@@ -38,7 +38,8 @@ from lib_hidiff import zoo
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-SCRIPT_FILES = [
+SCRIPT_FILES = [  # Forge loads its built-in extensions first
+    os.path.join(HERE, "fake_forge", "extensions-builtin", "sd_forge_controlnet", "scripts", "controlnet.py"),
     os.path.join(REPO, "scripts", "hidiffusion.py"),
     os.path.join(REPO, "scripts", "hidiffusion_cfgpp.py"),
     os.path.join(REPO, "tests", "webui", "fake_webui", "scripts", "xyz_grid.py"),
@@ -92,6 +93,8 @@ class Engine(ForgeDiffusionEngine):
     def __init__(self, kmodel: KModel, name: str = "base", kind: str = "sd1"):
         super().__init__(ForgeObjects(UnetPatcher(kmodel), None, None, None))
         self.is_sd1, self.is_sd2, self.is_sdxl = kind == "sd1", kind == "sd2", kind == "sdxl"
+        unet = getattr(kmodel, "diffusion_model", None)  # base.py:28: the loader's inpaint_model()
+        self.is_inpaint = unet is not None and unet.input_blocks[0][0].in_channels == 9
         self.sd_checkpoint_info = sd_models.CheckpointInfo(name)
 
 
@@ -185,35 +188,41 @@ class ForgeUI:
     def script(self, title: str = "HiDiffusion", tab: str = "txt2img") -> scripts.Script:
         return self.runners[tab].script(title)
 
-    def script_args(self, hidiffusion: Any = None, tab: str = "txt2img") -> list:
-        """UI defaults, with the HiDiffusion slots overwritten like the API's alwayson_scripts args."""
+    def script_args(self, hidiffusion: Any = None, tab: str = "txt2img", controlnet: Any = None) -> list:
+        """UI defaults, with the HiDiffusion (and ControlNet unit) slots overwritten like the API's
+        alwayson_scripts args."""
         args = [0] + [getattr(c, "value", None) for c in self.runners[tab].inputs[1:]]
-        if hidiffusion is not None:
-            script = self.script(tab=tab)
-            for i, value in enumerate(list(hidiffusion)[: script.args_to - script.args_from]):
-                args[script.args_from + i] = value
+        for title, values in (("HiDiffusion", hidiffusion), ("ControlNet", controlnet)):
+            if values is not None:
+                script = self.script(title, tab=tab)
+                for i, value in enumerate(list(values)[: script.args_to - script.args_from]):
+                    args[script.args_from + i] = value
         return args
 
     def xyz(self):
         return next(d.module for d in scripts.scripts_data if d.script_class.__module__ == "xyz_grid.py")
 
     # generations
-    def make_txt2img(self, hidiffusion: Any = None, **kwargs) -> Any:
+    def make_txt2img(self, hidiffusion: Any = None, controlnet: Any = None, **kwargs) -> Any:
         kwargs.setdefault("width", 576)
         kwargs.setdefault("height", 512)
         return processing.StableDiffusionProcessingTxt2Img(
-            scripts=self.runners["txt2img"], script_args=self.script_args(hidiffusion), **kwargs
+            scripts=self.runners["txt2img"],
+            script_args=self.script_args(hidiffusion, controlnet=controlnet),
+            **kwargs,
         )
 
-    def txt2img(self, hidiffusion: Any = None, **kwargs) -> Any:
-        p = self.make_txt2img(hidiffusion, **kwargs)
+    def txt2img(self, hidiffusion: Any = None, controlnet: Any = None, **kwargs) -> Any:
+        p = self.make_txt2img(hidiffusion, controlnet, **kwargs)
         return p, processing.process_images(p)
 
-    def img2img(self, hidiffusion: Any = None, **kwargs) -> Any:
+    def img2img(self, hidiffusion: Any = None, controlnet: Any = None, **kwargs) -> Any:
         kwargs.setdefault("width", 576)
         kwargs.setdefault("height", 512)
         p = processing.StableDiffusionProcessingImg2Img(
-            scripts=self.runners["img2img"], script_args=self.script_args(hidiffusion, "img2img"), **kwargs
+            scripts=self.runners["img2img"],
+            script_args=self.script_args(hidiffusion, "img2img", controlnet),
+            **kwargs,
         )
         return p, processing.process_images(p)
 

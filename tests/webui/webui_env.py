@@ -78,10 +78,13 @@ def tiny_sd15_unet(seed: int = 0) -> UNetModel:
 
 
 class _Wrapper(torch.nn.Module):
+    """ldm's DiffusionWrapper: inpainting models (9 input channels) are "hybrid" -- the image
+    conditioning (mask + masked picture's latent) is concatenated to the latent."""
+
     def __init__(self, unet):
         super().__init__()
         self.diffusion_model = unet
-        self.conditioning_key = "crossattn"
+        self.conditioning_key = "hybrid" if unet.input_blocks[0][0].in_channels == 9 else "crossattn"
 
 
 class TinyLatentDiffusion(torch.nn.Module):
@@ -98,6 +101,8 @@ class TinyLatentDiffusion(torch.nn.Module):
         self.sd_checkpoint_info = sd_models.CheckpointInfo(name)
 
     def apply_model(self, x, t, cond):
+        if self.model.conditioning_key == "hybrid":  # ldm DiffusionWrapper: cat([x] + c_concat)
+            x = torch.cat([x, *cond["c_concat"]], dim=1)
         return self.model.diffusion_model(x, t, context=cond["c_crossattn"][0])
 
 

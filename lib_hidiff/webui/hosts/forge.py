@@ -15,6 +15,10 @@ this adapter is the A1111 one with what Forge changes (facts: HOSTS.md, Forge df
   prediction type (the core tells SD 2.x from its linear projections, Forge's own Linear class
   included).
 * Non-UNet models (Flux, SD3, Chroma, ...): one message, generation untouched.
+* ControlNet / T2I-Adapter residuals come as the UNet's ``control`` dict: the core fits them to the
+  maps RAU-Net leaves (``ControlDictSinks``). ControlLLLite is an attention patch whose control
+  embedding has the full-size token count: with it in the pass's patches RAU-Net is off (one
+  message), MSW-MSA runs.
 * CFG++: Forge's CFG denoiser never calls ``combine_denoised``; it keeps the uncond as
   ``last_noise_uncond = (x - uncond_pred) / sigma`` when ``need_last_noise_uncond`` is set, so
   D_u = x - sigma * last_noise_uncond. Two Forge behaviours are neutralised for the duration of
@@ -50,6 +54,8 @@ from .base import missing_features
 
 if TYPE_CHECKING:
     import torch.nn as nn
+
+    from lib_hidiff import unet as hd
 
 __all__ = ["HOST", "ForgeHost"]
 
@@ -115,6 +121,18 @@ class ForgeHost(A1111Host):
                 "generating without HiDiffusion"
             )
         return super().blocking(p)
+
+    def adjust(
+        self, p: Any, settings: hd.HiDiffusionSettings, is_hr: bool
+    ) -> tuple[hd.HiDiffusionSettings, list[str]]:
+        settings, messages = super().adjust(p, settings, is_hr)
+        if settings.raunet and _has_lllite(p.sd_model):
+            settings = settings.replace(raunet=False)
+            messages.append(
+                "HiDiffusion: ControlLLLite's attention patches need the full-size maps; "
+                "RAU-Net is off for this pass, MSW-MSA runs"
+            )
+        return settings, messages
 
     # -- CFG++ samplers -------------------------------------------------------------------------------
     def sampler_classes(self) -> tuple[type, type]:
@@ -202,6 +220,22 @@ def _is_sd(sd_model: Any) -> bool:
     if not hasattr(sd_model, "is_sd1"):
         return True  # not a Forge engine: let the layout inspection decide
     return any(getattr(sd_model, k, False) for k in ("is_sd1", "is_sd2", "is_sdxl"))
+
+
+# Forge's ControlLLLite patch class (lib_controllllite.py:82): it concatenates a control embedding
+# made once at the full token count with the tokens, so it fails on maps RAU-Net made smaller.
+_LLLITE_PATCH = "control_net_lllite_patch"
+
+
+def _has_lllite(sd_model: Any) -> bool:
+    patcher = getattr(getattr(sd_model, "forge_objects", None), "unet", None)
+    options = getattr(patcher, "model_options", None) or {}
+    patches = options.get("transformer_options", {}).get("patches", {})
+    return any(
+        type(patch).__name__ == _LLLITE_PATCH
+        for name in ("attn1_patch", "attn2_patch")
+        for patch in patches.get(name, [])
+    )
 
 
 @contextlib.contextmanager

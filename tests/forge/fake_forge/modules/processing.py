@@ -160,6 +160,18 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
         self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
         self.image_conditioning = self.image_conditioning_for(self.init_latent)
 
+    def image_conditioning_for(self, x):
+        """img2img_image_conditioning (processing.py:360-367): inpainting engines (``is_inpaint``)
+        get the mask (1 = repaint) and the latent of the picture with the masked area removed
+        (inpainting_image_conditioning :321-358, mask weight 1; no VAE here: the init latent stands
+        for the encoded picture); the sampler concatenates it to the latent (c_concat)."""
+        if not getattr(self.sd_model, "is_inpaint", False):
+            return super().image_conditioning_for(x)
+        init = self.init_latent
+        mask = init.new_ones(1, 1, *init.shape[-2:]) if self.nmask is None else self.nmask[:, :1]
+        mask = torch.round(mask).expand(init.shape[0], 1, *init.shape[-2:])
+        return torch.cat([mask, init * (1.0 - mask)], dim=1)
+
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
         x = self.rng.next()
         if self.initial_noise_multiplier != 1.0:

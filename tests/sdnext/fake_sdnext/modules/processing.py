@@ -17,6 +17,7 @@ from typing import Any
 from modules import script_callbacks, scripts_manager, shared
 from modules.processing_class import (  # noqa: F401
     StableDiffusionProcessing,
+    StableDiffusionProcessingControl,
     StableDiffusionProcessingImg2Img,
     StableDiffusionProcessingTxt2Img,
 )
@@ -53,6 +54,15 @@ class Processed:
                 "seed": self.seed,
             }
         )
+
+
+def apply_overlay(image: Any, paste_loc: Any, index: int, overlays: list | None) -> Any:
+    """processing_helpers.py:109-131: alpha-composite the original (alpha = outside the mask) over the
+    result -- here on [0, 1] tensors instead of RGBA images."""
+    if overlays is None or index >= len(overlays):
+        return image
+    picture, alpha = overlays[index]
+    return picture * alpha + image * (1.0 - alpha)
 
 
 def _runner(p: Any) -> scripts_manager.ScriptRunner | None:
@@ -116,7 +126,16 @@ def process_images_inner(p: Any) -> Processed:
             batch = scripts_manager.PostprocessBatchListArgs(list(samples))
             p.scripts.postprocess_batch_list(p, batch, batch_number=n)
             samples = batch.images
+        overlay = (
+            p.mask_apply_overlay
+            if getattr(p, "mask_apply_overlay", None) is not None
+            else shared.opts.mask_apply_overlay
+        )
         for i, sample in enumerate(samples):
+            if overlay:  # process_samples :371-375
+                sample = apply_overlay(
+                    sample, getattr(p, "paste_to", None), i, getattr(p, "overlay_images", None)
+                )
             infotexts.append(create_infotext(p, index=n * p.batch_size + i))
             output_images.append(sample)
     results = Processed(

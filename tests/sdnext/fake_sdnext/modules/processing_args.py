@@ -66,10 +66,13 @@ def set_pipeline_args(
             args[k] = v
     from modules import sd_models
 
-    if (
-        sd_models.get_diffusers_task(model) == sd_models.DiffusersTaskType.IMAGE_2_IMAGE
-    ):  # task_specific_kwargs
+    task = sd_models.get_diffusers_task(model)
+    if task == sd_models.DiffusersTaskType.IMAGE_2_IMAGE:  # task_specific_kwargs
         args["image"], args["strength"] = p.init_images, p.denoising_strength
+    elif task == sd_models.DiffusersTaskType.INPAINTING and p.init_images:  # :108-126
+        mask_image = p.task_args.get("image_mask", None) or getattr(p, "image_mask", None)
+        args.update(image=p.init_images, mask_image=mask_image, strength=p.denoising_strength)
+        args["height"], args["width"] = p.height, p.width
     for k, v in {**(p.task_args or {}), **(getattr(model, "task_args", None) or {})}.items():
         if k in possible:
             args[k] = v

@@ -4,12 +4,15 @@ The attributes the extension reads keep SD.Next's names and defaults (:26-602): 
 (SD.Next's own HiDiffusion for this generation), ``cfg_scale`` / ``cfg_end`` / ``cfg_true`` /
 ``cfg_image``, ``is_hr_pass``, ``per_script_args``, ``task_args``, ``ops``. ``sd_model`` is a
 property returning ``shared.sd_model`` (:654-656). ``init()`` switches the pipeline to the task
-(txt2img :711-720, img2img :746-760). ``comment()`` stores text nothing ever shows (:681-682).
+(txt2img :711-720, img2img and inpaint :746-836). ``comment()`` stores text nothing ever shows (:681-682).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
+import torch
 
 from modules import sd_models, shared
 
@@ -51,6 +54,9 @@ class StableDiffusionProcessing:
         hr_resize_y: int = 0,
         denoising_strength: float = 0.3,
         init_images: list | None = None,
+        mask: Any = None,
+        mask_blur: int = 4,
+        mask_apply_overlay: bool | None = None,
         scheduler_eta: float | None = None,
         override_settings: dict | None = None,
         script_args: list | None = None,
@@ -82,6 +88,10 @@ class StableDiffusionProcessing:
         self.hr_resize_mode, self.hr_resize_x, self.hr_resize_y = hr_resize_mode, hr_resize_x, hr_resize_y
         self.hr_upscale_to_x = self.hr_upscale_to_y = 0
         self.denoising_strength, self.init_images = denoising_strength, init_images
+        self.mask = self.image_mask = mask
+        self.mask_blur, self.mask_apply_overlay = mask_blur, mask_apply_overlay
+        self.mask_for_overlay = self.paste_to = None
+        self.overlay_images: list | None = None
         self.scheduler_eta = scheduler_eta
         self.override_settings = dict(override_settings or {})
         self.override_settings_restore_afterwards = True
@@ -136,9 +146,34 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
 
 
 class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
+    """processing_class.py:740-836: a mask switches to the inpaint pipeline; the original picture
+    outside the mask becomes an overlay pasted over the result (full-image inpaint; the fake does not
+    blur the mask -- tests pass ``mask_blur=0`` -- nor crop for "inpaint full res")."""
+
     def init(self, all_prompts=None, all_seeds=None, all_subseeds=None) -> None:
-        if self.init_images:
+        if self.image_mask is not None:
+            if self.mask_blur:
+                raise NotImplementedError("the SD.Next fake does not blur masks: pass mask_blur=0")
+            shared.sd_model = sd_models.set_diffuser_pipe(
+                self.sd_model, sd_models.DiffusersTaskType.INPAINTING
+            )
+            self.ops.append("inpaint")
+            mask = torch.from_numpy(np.array(self.image_mask.convert("L"), dtype=np.float32) / 255.0)
+            self.mask_for_overlay = (mask * 2).clamp(0, 1)  # :787-789
+            self.overlay_images = []
+            for img in self.init_images:  # :814-822: the original where the mask is not
+                picture = torch.from_numpy(np.array(img.convert("RGB"), dtype=np.float32) / 255.0)
+                self.overlay_images.append((picture.permute(2, 0, 1), 1.0 - self.mask_for_overlay))
+            self.overlay_images = self.overlay_images * self.batch_size
+        elif self.init_images:
             shared.sd_model = sd_models.set_diffuser_pipe(
                 self.sd_model, sd_models.DiffusersTaskType.IMAGE_2_IMAGE
             )
             self.ops.append("img2img")
+
+
+class StableDiffusionProcessingControl(StableDiffusionProcessingImg2Img):
+    """processing_class.py:839-862: the Control tab's ``p``; ``control_run`` has already put the
+    ControlNet pipeline in place (control/run.py:67-143) and the control image into
+    ``p.task_args["image"]`` (control/processor.py:274), and runs it with
+    ``p.scripts = scripts_manager.scripts_control`` (control/run.py:297-303)."""

@@ -24,6 +24,7 @@ def _templates() -> dict[str, OptionInfo]:
         "hidiffusion_t2": -1,
         "control_hires": False,
         "scheduler_eta": 1.0,
+        "mask_apply_overlay": True,  # ui_definitions.py:625
         "schedulers_solver_order": 0,
         "schedulers_use_loworder": True,
         "schedulers_prediction_type": "default",

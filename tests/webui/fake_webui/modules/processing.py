@@ -158,6 +158,20 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
         self.mask = None if latent_mask is None else 1.0 - latent_mask
         self.nmask = latent_mask
 
+    def image_conditioning_for(self, x):
+        """1.10 img2img_image_conditioning: inpainting models ("hybrid") get the mask (1 = repaint)
+        and the latent of the picture with the masked area removed (inpainting_image_conditioning,
+        mask weight 1; the fake has no VAE, so the init latent stands for the encoded picture)."""
+        if getattr(getattr(self.sd_model, "model", None), "conditioning_key", None) not in (
+            "hybrid",
+            "concat",
+        ):
+            return super().image_conditioning_for(x)
+        init = self.init_latent
+        mask = init.new_ones(1, 1, *init.shape[-2:]) if self.nmask is None else self.nmask[:, :1]
+        mask = torch.round(mask).expand(init.shape[0], 1, *init.shape[-2:])
+        return torch.cat([mask, init * (1.0 - mask)], dim=1)
+
     def sample(self, conditioning, unconditional_conditioning, seeds, subseeds, subseed_strength, prompts):
         self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
         self.image_conditioning = self.image_conditioning_for(self.init_latent)  # 1.10: in init()

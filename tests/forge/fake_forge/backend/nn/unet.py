@@ -4,7 +4,9 @@ The classes keep Forge's names and *call signatures* -- ``TimestepEmbedSequentia
 ``transformer_options`` to every ResBlock/SpatialTransformer and ``output_shape=`` to every
 Upsample, ``BasicTransformerBlock`` runs attn1 patches and calls
 ``attn1(n, context=..., value=..., transformer_options=...)``, the UNet loop runs input/output
-block patches and concatenates skips with ``torch.cat`` -- on top of the real ldm modules
+block patches, adds the ``control`` dict's residuals with ``apply_control`` after every input block,
+after the middle block and to every skip (unet.py:714, :730, :736) and concatenates skips with
+``torch.cat`` -- on top of the real ldm modules
 (stable-diffusion-sdkit), whose parameters and state_dict keys are Forge's too.
 
 :func:`from_ldm` turns a zoo-built ldm UNet into this UNet *with the same weights* (a copy whose
@@ -26,10 +28,14 @@ from backend.operations import ForgeOperations
 
 
 def apply_control(h, control, name):
+    """dfdcbab unet.py:44-52: pop the last entry and add it in place; a misfit is printed and dropped."""
     if control is not None and name in control and len(control[name]) > 0:
         ctrl = control[name].pop()
         if ctrl is not None:
-            h = h + ctrl
+            try:
+                h += ctrl
+            except Exception:
+                print("warning control could not be applied", h.shape, ctrl.shape)
     return h
 
 

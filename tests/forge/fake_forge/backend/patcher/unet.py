@@ -1,4 +1,7 @@
-"""backend.patcher.unet: UnetPatcher (dfdcbab patcher/unet.py:8-35, :173-178)."""
+"""backend.patcher.unet: UnetPatcher (dfdcbab patcher/unet.py:8-35, :68-78, :173-178).
+
+ControlNets are a linked list on the patcher: ``add_patched_controlnet`` puts one in front.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +20,16 @@ class UnetPatcher(ModelPatcher):
         n.extra_concat_condition = self.extra_concat_condition
         return n
 
+    def add_patched_controlnet(self, cnet):
+        cnet.set_previous_controlnet(self.controlnet_linked_list)
+        self.controlnet_linked_list = cnet
+
     def list_controlnets(self):
-        return []
+        out, pointer = [], self.controlnet_linked_list
+        while pointer is not None:
+            out.append(pointer)
+            pointer = pointer.previous_controlnet
+        return out
 
     def set_model_replace_all(self, patch, target="attn1"):
         for block_name in ("input", "middle", "output"):

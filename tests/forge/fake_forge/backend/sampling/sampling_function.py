@@ -7,6 +7,9 @@
 * with ``cond_scale`` ≈ 1 the uncond rows are **not run** unless
   ``model_options["disable_cfg1_optimization"]``; ``uncond_pred`` is then zeros, as in Forge;
 * ``sampler_post_cfg_function`` entries get ``uncond_denoised`` / ``cond_denoised``;
+* ControlNets (the patcher's ``controlnet_linked_list``) get the batch's ``transformer_options``
+  and compute the ``control`` dict for the batch, which goes to ``apply_model`` (:261-268, :328-357);
+  ``sampling_prepare`` / ``sampling_cleanup`` run their ``pre_run`` / ``cleanup`` (:394-407);
 * returns ``(denoised, cond_pred, uncond_pred)``.
 """
 
@@ -25,7 +28,9 @@ def _rows(t: torch.Tensor, index: list[int]) -> torch.Tensor:
     return torch.stack([t[i] for i in index])
 
 
-def sampling_function_inner(model, x, timestep, uncond, cond, cond_composition, cond_scale, model_options):
+def sampling_function_inner(
+    model, x, timestep, uncond, cond, cond_composition, cond_scale, model_options, control=None, c_concat=None
+):
     skip_uncond = uncond is None or (
         math.isclose(cond_scale, 1.0) and not model_options.get("disable_cfg1_optimization", False)
     )
@@ -39,12 +44,16 @@ def sampling_function_inner(model, x, timestep, uncond, cond, cond_composition, 
     transformer_options = dict(model_options.get("transformer_options", {}))
     transformer_options["cond_or_uncond"] = marks
     transformer_options["sigmas"] = timestep
-    out = model.apply_model(
-        torch.cat(x_in),
-        torch.cat(sigma_in),
-        c_crossattn=torch.cat(context),
-        transformer_options=transformer_options,
-    )
+    x_in, sigma_in, c = torch.cat(x_in), torch.cat(sigma_in), {"c_crossattn": torch.cat(context)}
+    if c_concat is not None:
+        c["c_concat"] = torch.cat([_rows(c_concat, owners)] + ([c_concat] if not skip_uncond else []))
+    if control is not None:
+        p = control
+        while p is not None:
+            p.transformer_options = transformer_options
+            p = p.previous_controlnet
+        c["control"] = control.get_control(x_in, sigma_in, dict(c), len(marks))
+    out = model.apply_model(x_in, sigma_in, transformer_options=transformer_options, **c)
     n_cond = len(owners)
     cond_out = out[:n_cond]
     uncond_pred = torch.zeros_like(x) if skip_uncond else out[n_cond:]
@@ -79,6 +88,10 @@ def sampling_function_inner(model, x, timestep, uncond, cond, cond_composition, 
 
 def sampling_function(self, denoiser_params, cond_scale, cond_composition):
     unet_patcher = self.inner_model.inner_model.forge_objects.unet
+    extra = {
+        "control": unet_patcher.controlnet_linked_list,
+        "c_concat": _image_cond(denoiser_params.image_cond, denoiser_params.x),
+    }
     return sampling_function_inner(
         unet_patcher.model,
         denoiser_params.x,
@@ -88,13 +101,30 @@ def sampling_function(self, denoiser_params, cond_scale, cond_composition):
         cond_composition,
         cond_scale,
         unet_patcher.model_options,
+        **{k: v for k, v in extra.items() if v is not None},
     )
 
 
+def _image_cond(image_cond, x):
+    """Forge concatenates the image conditioning only where it matches the latent (:338-347)."""
+    if (
+        isinstance(image_cond, torch.Tensor)
+        and image_cond.shape[0] == x.shape[0]
+        and image_cond.shape[2:] == x.shape[2:]
+    ):
+        return image_cond
+    return None
+
+
 def sampling_prepare(unet, x):
-    """Forge loads the patcher's model here (dfdcbab :366-399): device, LoRA weights merged."""
+    """Forge loads the patcher's model here (dfdcbab :366-399): device, LoRA weights merged; then
+    pre-runs the ControlNets (:396-397)."""
     memory_management.load_models_gpu(models=[unet], memory_required=0, hard_memory_preservation=0)
+    predictor = unet.model.predictor
+    for cnet in unet.list_controlnets():
+        cnet.pre_run(unet.model, lambda p: predictor.percent_to_sigma(p))
 
 
 def sampling_cleanup(unet):
-    pass
+    for cnet in unet.list_controlnets():
+        cnet.cleanup()

@@ -31,6 +31,8 @@ _EXPORTS = {
     "attach_hidiffusion": "lib_hidiff.diffusers.pipeline",
     "cfgpp": "lib_hidiff.diffusers.pipeline",
     "hidiffusion": "lib_hidiff.diffusers.pipeline",
+    "invert_cfgpp": "lib_hidiff.diffusers.inversion",
+    "start_from": "lib_hidiff.diffusers.inversion",
 }
 
 __all__ = list(_EXPORTS)

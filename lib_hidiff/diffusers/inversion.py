@@ -88,8 +88,14 @@ def _takes(pipe: Any, *names: str) -> bool:
 
 def _check(pipe: Any, strength: Any, steps: Any, iterations: Any) -> None:
     unet = getattr(pipe, "unet", None)
-    if unet is None or not hasattr(unet, "register_forward_pre_hook") or getattr(pipe, "scheduler", None) is None:
-        raise ValueError(f"{OWNER} needs a diffusers pipeline with a UNet and a scheduler; got {type(pipe).__name__}")
+    if (
+        unet is None
+        or not hasattr(unet, "register_forward_pre_hook")
+        or getattr(pipe, "scheduler", None) is None
+    ):
+        raise ValueError(
+            f"{OWNER} needs a diffusers pipeline with a UNet and a scheduler; got {type(pipe).__name__}"
+        )
     if not _takes(pipe, "image", "strength"):
         raise ValueError(
             f"{OWNER} needs an image-to-image pipeline (it takes image= and strength=); got "
@@ -99,8 +105,14 @@ def _check(pipe: Any, strength: Any, steps: Any, iterations: Any) -> None:
         raise ValueError(f"{OWNER}: strength must be a number in (0, 1]; got {strength!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"{OWNER}: num_inference_steps must be an integer >= 1; got {steps!r}")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or not 0 <= iterations <= MAX_ITERATIONS:
-        raise ValueError(f"{OWNER}: iterations must be an integer in [0, {MAX_ITERATIONS}]; got {iterations!r}")
+    if (
+        isinstance(iterations, bool)
+        or not isinstance(iterations, int)
+        or not 0 <= iterations <= MAX_ITERATIONS
+    ):
+        raise ValueError(
+            f"{OWNER}: iterations must be an integer in [0, {MAX_ITERATIONS}]; got {iterations!r}"
+        )
 
 
 def _lambda(pipe: Any, scale: Any) -> float:
@@ -122,6 +134,10 @@ def _run_probe(pipe: Any, call_kwargs: dict[str, Any]) -> _Probe:
     def add_noise(samples, noise, timesteps, *a, **k):
         return probe.add_noise(original, samples, noise, timesteps, *a, **k)
 
+    # The caller passes the same generator to the edit call: the probe's draws (the VAE's latent
+    # sample, the noise) are given back, so the edit encodes the very latent that was inverted.
+    generators = _generators(call_kwargs.get("generator"))
+    states = [g.get_state() for g in generators]
     scheduler.add_noise = add_noise
     handle = pipe.unet.register_forward_pre_hook(probe.pre_hook, with_kwargs=True, prepend=True)
     try:
@@ -130,6 +146,8 @@ def _run_probe(pipe: Any, call_kwargs: dict[str, Any]) -> _Probe:
         pass
     finally:
         handle.remove()
+        for g, state in zip(generators, states):
+            g.set_state(state)
         if had_own:
             scheduler.add_noise = original
         else:
@@ -147,6 +165,12 @@ def _run_probe(pipe: Any, call_kwargs: dict[str, Any]) -> _Probe:
             f"{probe.clean.shape[0]} images, not [uncond, cond] (guidance_scale must be > 1)"
         )
     return probe
+
+
+def _generators(value: Any) -> list[torch.Generator]:
+    items = value if isinstance(value, (list, tuple)) else [value]
+    unique = {id(g): g for g in items if isinstance(g, torch.Generator)}
+    return list(unique.values())
 
 
 def _begin_index(scheduler: Any, timestep: Any) -> int:
@@ -188,10 +212,19 @@ class _KDiffusionUNet:
     scheduler's timestep for σ, and the probed conditioning.
     """
 
-    def __init__(self, unet: Any, probe: _Probe, sigmas: torch.Tensor, timesteps: torch.Tensor, lam: float,
-                 prediction: str) -> None:
+    def __init__(
+        self,
+        unet: Any,
+        probe: _Probe,
+        sigmas: torch.Tensor,
+        timesteps: torch.Tensor,
+        lam: float,
+        prediction: str,
+    ) -> None:
         if prediction not in ("epsilon", "v_prediction", "sample"):
-            raise ValueError(f"{OWNER}: prediction_type {prediction!r} is not supported (epsilon, v_prediction, sample)")
+            raise ValueError(
+                f"{OWNER}: prediction_type {prediction!r} is not supported (epsilon, v_prediction, sample)"
+            )
         self.unet = unet
         self.probe = probe
         self.sigmas = sigmas.double()
@@ -304,7 +337,9 @@ def start_from(pipe: Any, latents: torch.Tensor) -> Iterator[None]:
     if scheduler is None or not hasattr(scheduler, "add_noise"):
         raise ValueError(f"start_from needs a diffusers pipeline with a scheduler; got {type(pipe).__name__}")
     if not isinstance(latents, torch.Tensor):
-        raise ValueError(f"start_from needs the latent tensor from invert_cfgpp; got {type(latents).__name__}")
+        raise ValueError(
+            f"start_from needs the latent tensor from invert_cfgpp; got {type(latents).__name__}"
+        )
     original = scheduler.add_noise
     had_own = "add_noise" in vars(scheduler)
     state = {"used": False}

@@ -27,7 +27,7 @@ import contextlib
 import inspect
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -36,7 +36,7 @@ from lib_hidiff.cfgpp import invert_cfgpp as _invert_kdiffusion
 
 from .scheduling import CFGppSchedulerMixin, check_scale
 
-__all__ = ["invert_cfgpp", "start_from"]
+__all__ = ["attach_start", "invert_cfgpp", "start_from"]
 
 logger = logging.getLogger("lib_hidiff.diffusers")
 
@@ -324,14 +324,10 @@ def invert_cfgpp(
     return y * gain.to(device=y.device, dtype=y.dtype).reshape(rows)
 
 
-@contextlib.contextmanager
-def start_from(pipe: Any, latents: torch.Tensor) -> Iterator[None]:
-    """Inside the `with`, the pipeline's next img2img call starts from `latents` (from invert_cfgpp).
+def attach_start(pipe: Any, latents: torch.Tensor) -> Callable[[], bool]:
+    """`start_from` without a `with`: returns undo(), which says whether the start was used.
 
-    img2img pipelines build their start as ``scheduler.add_noise(image_latent, noise, t_begin)``;
-    the first such call with `latents`' shape returns `latents` (in that call's dtype and device)
-    instead. Later calls (inpainting's per-step blends) and other shapes are the scheduler's own.
-    Enter it after ``cfgpp(pipe, ...)``: it holds the scheduler that is current on entry.
+    For hosts that open and close a pass themselves (SD.Next's process_pre / process_post).
     """
     scheduler = getattr(pipe, "scheduler", None)
     if scheduler is None or not hasattr(scheduler, "add_noise"):
@@ -342,7 +338,7 @@ def start_from(pipe: Any, latents: torch.Tensor) -> Iterator[None]:
         )
     original = scheduler.add_noise
     had_own = "add_noise" in vars(scheduler)
-    state = {"used": False}
+    state = {"used": False, "attached": True}
 
     def add_noise(samples, noise, timesteps, *a, **k):
         if not state["used"] and tuple(samples.shape) == tuple(latents.shape):
@@ -351,14 +347,35 @@ def start_from(pipe: Any, latents: torch.Tensor) -> Iterator[None]:
         return original(samples, noise, timesteps, *a, **k)
 
     scheduler.add_noise = add_noise
+
+    def undo() -> bool:
+        if state["attached"]:
+            state["attached"] = False
+            if had_own:
+                scheduler.add_noise = original
+            elif vars(scheduler).get("add_noise") is add_noise:
+                del scheduler.add_noise
+        return state["used"]
+
+    return undo
+
+
+@contextlib.contextmanager
+def start_from(pipe: Any, latents: torch.Tensor) -> Iterator[None]:
+    """Inside the `with`, the pipeline's next img2img call starts from `latents` (from invert_cfgpp).
+
+    img2img pipelines build their start as ``scheduler.add_noise(image_latent, noise, t_begin)``;
+    the first such call with `latents`' shape returns `latents` (in that call's dtype and device)
+    instead. Later calls (inpainting's per-step blends) and other shapes are the scheduler's own.
+    Enter it after ``cfgpp(pipe, ...)``: it holds the scheduler that is current on entry.
+    """
+    undo = attach_start(pipe, latents)
+    used = False
     try:
         yield
     finally:
-        if had_own:
-            scheduler.add_noise = original
-        else:
-            vars(scheduler).pop("add_noise", None)
-        if not state["used"]:
+        used = undo()
+        if not used:
             logger.warning(
                 "start_from: the pipeline made no img2img start of shape %s; the inverted latent was not used",
                 tuple(latents.shape),

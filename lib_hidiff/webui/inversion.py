@@ -92,7 +92,7 @@ def process(p: Any, args: Any) -> InversionArgs | None:
 
 
 def _blocking(p: Any) -> str | None:
-    if not hasattr(p, "init_latent"):
+    if not hosts.current().inversion_job(p):
         return f"{OWNER} works in img2img only"
     if getattr(p, "refiner_checkpoint_info", None) is not None:
         return f"{OWNER} does not run with a refiner (the inversion would switch models halfway)"

@@ -423,3 +423,38 @@ def test_start_latent_is_what_the_pass_starts_from(pipe):
     assert torch.allclose(seen[0], start / (sigma**2 + 1) ** 0.5, atol=1e-6)
     noise = randn_tensor(start.shape, generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(start, pipes.latents(seed=7) + sigma * noise, atol=1e-2)
+
+
+def test_with_hidiffusion_each_inversion_call_runs_the_pass_model_of_its_step():
+    """HiDiffusion's clock reads the scheduler: the inversion, which walks the steps backwards, sees
+    at every timestep the same RAU-Net state as the pass at that timestep (the model it undoes)."""
+    from lib_hidiff import zoo
+    from lib_hidiff.diffusers import hidiffusion
+
+    unet = zoo.build_diffusers_unet("sd1", 32, context_dim=pipes.CONTEXT_DIM, heads=2)
+    p = pipes.img2img(unet)
+    p.scheduler = pipes.scheduler()
+    seen: list[tuple[float, int]] = []
+    timestep: list[float] = []
+    handles = [
+        unet.register_forward_pre_hook(lambda m, a, k: timestep.append(float(a[1])), with_kwargs=True),
+        unet.down_blocks[0]
+        .downsamplers[0]
+        .register_forward_hook(lambda m, a, out: seen.append((timestep[-1], out.shape[-1]))),
+    ]
+    image = pipes.latents(seed=7, size=32)
+    try:
+        with hidiffusion(p, seed=0, native=16), cfgpp(p, "euler", LAM):
+            start = invert_cfgpp(
+                p, image, None, num_inference_steps=10, strength=1.0, guidance_scale=W, **_embeds()
+            )
+            inverted, seen[:] = list(seen), []
+            with start_from(p, start):
+                _pass(p, image, 10, 1.0)
+    finally:
+        for h in handles:
+            h.remove()
+    in_pass = dict(seen)
+    assert len(inverted) == len(in_pass) == 10
+    assert all(in_pass[t] == side for t, side in inverted)
+    assert len(set(in_pass.values())) == 2  # RAU-Net on for the first steps only

@@ -225,3 +225,21 @@ def test_txt2img_job_refused_with_one_line(sdnext, pipe):
     inversion.process(p, [True, "a cat", 0, 0])
     assert getattr(p, inversion.P_ARGS) is None
     assert [m for m in shown() if "works in img2img only" in m]
+
+
+def test_failure_inside_the_pass_one_line_plain_img2img_nothing_left(sdnext, pipe, latents_out, monkeypatch):
+    from lib_hidiff.diffusers import inversion as library
+
+    _img2img(sdnext, None)
+    plain = latents_out[-1]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(library, "invert_cfgpp", broken)
+    p, res = _img2img(sdnext, [True, "a cat", 0, 1])
+    assert torch.equal(latents_out[-1], plain)
+    lines = [m for m in shown() if TITLE in m]
+    assert len(lines) == 1 and "out of memory (simulated)" in lines[0]
+    assert inversion_infotext.ENABLED not in res.infotexts[0]
+    assert hook_count(pipe.unet) == 0 and "add_noise" not in vars(shared.sd_model.scheduler)

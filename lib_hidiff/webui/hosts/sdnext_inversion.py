@@ -10,21 +10,26 @@ steps (processing_helpers.py:451-473). The pipeline itself encodes the image, se
 timesteps and begin index and adds the noise (diffusers' img2img ``prepare_latents``).
 
 At the end of the base pass's ``process_pre`` (the adapter's wrapper, after CFG++ is set up) this
-module builds the pass's arguments for the *source* prompt with SD.Next's own
-``set_pipeline_args`` (so the source prompt goes through SD.Next's prompt parser, and the negative
-prompt, steps, strength, CFG, generators and task args are the pass's), runs
-``lib_hidiff.diffusers.invert_cfgpp`` with them on the pass's pipeline and scheduler (its probe
-reads the image latent, begin timestep and ``[uncond, cond]`` conditioning from the pipeline; the
-inversion uses the scheduler's sigmas from the begin index and uncond from the same UNet batch),
-and attaches the inverted latent as the pass's start (``attach_start``: the pipeline's one
-``add_noise`` returns it). ``process_post`` takes it off. Anything the inversion cannot serve: one
-line, and the pass is a plain img2img.
+module arms the pass's scheduler: the pipeline's one ``add_noise`` (the img2img start, inside the
+pass's own call, so after ``extra_networks.activate_filtered`` and SD.Next's prompt parsing,
+processing_diffusers.py:150-172) first builds the pass's arguments for the *source* prompt with
+SD.Next's own ``set_pipeline_args`` (the negative prompt, steps, strength, CFG, generators and
+task args are the pass's), runs ``lib_hidiff.diffusers.invert_cfgpp`` with them on the same
+pipeline and scheduler (its probe reads the image latent, the begin timestep and the
+``[uncond, cond]`` conditioning; the inversion runs over the scheduler's sigmas from the begin
+index, with uncond from the same UNet batch as cond), and returns the inverted latent instead of
+image + noise. What SD.Next's own state that call touches (``p.ops``, infotext entries, the prompt
+embedder the step callback reads for scheduled prompts) is put back. ``process_post`` disarms it.
+Anything the inversion cannot serve: one line, and the pass is a plain img2img.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
+
+from ..inversion import EXTRA_NETWORK
 
 __all__ = ["open_inversion"]
 
@@ -36,30 +41,60 @@ class _Skip(Exception):
 
 
 def open_inversion(p: Any, pipe: Any, unet: Any) -> Callable[[], Any] | None:
-    """Invert the pass's init images and make the pass start there; returns the undo (or None)."""
-    from .. import inversion, inversion_infotext
-    from ..inversion_args import OWNER
-    from ..messages import note
+    """Arm the pass's img2img start with the inversion; returns the undo (or None: nothing armed)."""
+    from .. import inversion
 
     a = getattr(p, inversion.P_ARGS, None)
     if a is None or not a.enabled or getattr(p, "is_hr_pass", False) or "detailer" in (p.ops or ()):
         return None
-    from lib_hidiff.diffusers.inversion import attach_start
-
-    try:
-        reason = _refusal(p, pipe, unet)
-        if reason is not None:
-            raise _Skip(reason)
-        latents, lam = _invert(p, a, pipe)
-    except (_Skip, ValueError, RuntimeError) as e:
-        text = str(e)
-        text = text[len(OWNER) + 2 :] if text.startswith(f"{OWNER}: ") else text
-        note(p, f"{OWNER}: {text}; generating without {OWNER}")
-        inversion_infotext.remove(p.extra_generation_params)
-        setattr(p, inversion.P_ARGS, None)  # once per generation, not once per batch
+    reason = _refusal(p, pipe, unet)
+    if reason is not None:
+        _give_up(p, reason)
         return None
-    p.extra_generation_params[inversion_infotext.LAMBDA] = round(lam, 4)
-    return attach_start(pipe, latents)
+    scheduler = pipe.scheduler
+    original = scheduler.add_noise
+    had_own = "add_noise" in vars(scheduler)
+    state = {"armed": True}
+
+    def add_noise(samples, noise, timesteps, *args, **kwargs):
+        if not state["armed"]:
+            return original(samples, noise, timesteps, *args, **kwargs)
+        state["armed"] = False  # once; the inversion's own probe passes through here too
+        try:
+            latents, lam = _invert(p, a, pipe)
+            if tuple(latents.shape) != tuple(samples.shape):
+                raise _Skip(f"the inverted latent {tuple(latents.shape)} does not fit {tuple(samples.shape)}")
+        except Exception as e:  # never break SD.Next's pass: one line, plain img2img
+            _give_up(p, e if isinstance(e, (_Skip, ValueError)) else f"{type(e).__name__}: {e}")
+            return original(samples, noise, timesteps, *args, **kwargs)
+        from .. import inversion_infotext
+
+        p.extra_generation_params[inversion_infotext.LAMBDA] = round(lam, 4)
+        return latents.to(device=samples.device, dtype=samples.dtype)
+
+    scheduler.add_noise = add_noise
+
+    def undo() -> None:
+        state["armed"] = False
+        if vars(scheduler).get("add_noise") is add_noise:
+            if had_own:
+                scheduler.add_noise = original
+            else:
+                del scheduler.add_noise
+
+    return undo
+
+
+def _give_up(p: Any, reason: Any) -> None:
+    from .. import inversion, inversion_infotext
+    from ..inversion_args import OWNER
+    from ..messages import note
+
+    text = str(reason)
+    text = text[len(OWNER) + 2 :] if text.startswith(f"{OWNER}: ") else text
+    note(p, f"{OWNER}: {text}; generating without {OWNER}")
+    inversion_infotext.remove(p.extra_generation_params)
+    setattr(p, inversion.P_ARGS, None)  # once per generation, not once per batch
 
 
 def _refusal(p: Any, pipe: Any, unet: Any) -> str | None:
@@ -96,13 +131,16 @@ def _invert(p: Any, a: Any, pipe: Any) -> tuple[Any, float]:
     n = max(len(p.prompts or ()), 1)
     eta = p.scheduler_eta if p.scheduler_eta is not None else getattr(shared.opts, "scheduler_eta", None)
     ops, params = list(p.ops), dict(p.extra_generation_params)
+    parser = sys.modules.get("modules.prompt_parser_diffusers")  # its embedder serves the pass's steps
+    embedder = getattr(parser, "embedder", None)
+    source = EXTRA_NETWORK.sub("", a.source_prompt)  # the pass's prompts are parsed by now
     try:
         # As process_base builds the pass's arguments (processing_diffusers.py:152-172), with the
         # source prompt; SD.Next's side effects on p (ops, infotext entries) are put back.
         args = set_pipeline_args(
             p=p,
             model=pipe,
-            prompts=[a.source_prompt] * n,
+            prompts=[source] * n,
             negative_prompts=p.negative_prompts,
             num_inference_steps=processing_helpers.calculate_base_steps(
                 p, use_denoise_start=False, use_refiner_start=False
@@ -117,6 +155,8 @@ def _invert(p: Any, a: Any, pipe: Any) -> tuple[Any, float]:
         p.ops[:] = ops
         p.extra_generation_params.clear()
         p.extra_generation_params.update(params)
+        if parser is not None:
+            parser.embedder = embedder
     for key in _CALLBACK_ARGS:
         args.pop(key, None)  # nothing steps: the probe stops at the first UNet call
     image, strength = args.pop("image", None), args.pop("strength", None)

@@ -243,3 +243,23 @@ def test_failure_inside_the_pass_one_line_plain_img2img_nothing_left(sdnext, pip
     assert len(lines) == 1 and "out of memory (simulated)" in lines[0]
     assert inversion_infotext.ENABLED not in res.infotexts[0]
     assert hook_count(pipe.unet) == 0 and "add_noise" not in vars(shared.sd_model.scheduler)
+
+
+def test_lora_in_the_prompt_is_active_in_the_inversion_too(sdnext, smooth, latents_out):
+    """SD.Next activates the prompt's networks after process_pre (processing_diffusers.py:150-151):
+    the inversion runs inside the pass, so it inverts the same (LoRA-changed) model."""
+    clean = _clean_latent(smooth, _image(), seed=1)
+    bias = smooth.unet.conv_out.bias.detach().clone()
+    job = {"prompt": "<lora:style:4>a cat", "denoising_strength": 0.5}  # parsed: "a cat"
+    _img2img(sdnext, [True, "a cat", 0, 3], **job)
+    back = _relative(latents_out[-1], clean)
+    _img2img(sdnext, [True, "a cat", 0, 3], denoising_strength=0.5)
+    without = latents_out[-1]
+    _img2img(sdnext, None, **job)
+    plain = _relative(latents_out[-1], clean)
+    print(f"\nwith a LoRA: round trip {back:.1e}; plain {plain:.1e}")
+    assert back <= 1e-4 * plain
+    assert torch.equal(smooth.unet.conv_out.bias, bias)  # deactivated after the generation
+    _img2img(sdnext, None, denoising_strength=0.5)
+    assert not torch.equal(latents_out[-1], latents_out[-2])  # the LoRA does change the model
+    assert _relative(without, clean) <= 1e-4 * plain

@@ -13,6 +13,10 @@ Lifecycle (the "CFG++ inversion" script, scripts/cfgpp_inversion.py):
   noise tensor in place with n = (y − init) / (σ_start + extra noise), so that the WebUI's own
   xi = init + n·σ_start (+ n·extra; VP samplers: the same times √ᾱ) is the inverted latent y.
 
+SD.Next has no per-pass script hook and samples with diffusers pipelines: its adapter runs the same
+inversion inside the img2img pass (hosts/sdnext_inversion.py, through lib_hidiff.diffusers); only
+``process`` (arguments, infotext) is shared with it.
+
 The model is the WebUI's CFG denoiser in the CFG++ form of the host adapter (it exposes the
 unconditional x0), set up as the sampler's will be (mask, init latent, image conditioning), with
 the source prompt as cond, the negative prompt as uncond and λ from the inversion's CFG scale

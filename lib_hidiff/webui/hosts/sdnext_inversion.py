@@ -142,6 +142,11 @@ def _invert(p: Any, a: Any, pipe: Any) -> tuple[Any, float]:
             model=pipe,
             prompts=[source] * n,
             negative_prompts=p.negative_prompts,
+            prompts_2=[p.refiner_prompt] if getattr(p, "refiner_prompt", "") else [source] * n,
+            negative_prompts_2=(
+                [p.refiner_negative] if getattr(p, "refiner_negative", "") else p.negative_prompts
+            ),
+            prompt_attention=getattr(p, "prompt_attention", None),
             num_inference_steps=processing_helpers.calculate_base_steps(
                 p, use_denoise_start=False, use_refiner_start=False
             ),

@@ -59,6 +59,7 @@ class _Probe:
         self.unet_args: tuple = ()
         self.unet_kwargs: dict[str, Any] = {}
         self.unet_input: torch.Tensor | None = None
+        self.noised: torch.Tensor | None = None  # what add_noise returned: the pass's first sample
 
     def add_noise(self, original: Any, samples: torch.Tensor, noise: torch.Tensor, timesteps: Any, *a, **k):
         if self.clean is None:
@@ -68,6 +69,8 @@ class _Probe:
             ones = torch.ones(rows, device=samples.device, dtype=torch.float32)
             self.gain = original(ones, torch.zeros_like(ones), timesteps, *a, **k).flatten()
             self.noise_gain = original(torch.zeros_like(ones), ones, timesteps, *a, **k).flatten()
+            self.noised = original(samples, noise, timesteps, *a, **k)
+            return self.noised
         return original(samples, noise, timesteps, *a, **k)
 
     def pre_hook(self, module: Any, args: tuple, kwargs: dict) -> None:
@@ -312,11 +315,22 @@ def invert_cfgpp(
             f"{OWNER}: {type(scheduler).__name__}.add_noise starts at σ {measured:.4g}, its schedule at "
             f"{sigma_start:.4g}; this scheduler cannot be inverted"
         )
+    # Samples are VE (Euler: gain 1) or VP (DDIM, DPM: gain 1/√(1 + σ²)); either way the UNet must see
+    # x_VE / √(σ² + 1), which is checked on the pass's first input.
+    vp = abs(float(gain[0]) - 1 / math.sqrt(1 + sigma_start**2)) < abs(float(gain[0]) - 1)
+    first = probe.noised.float() / float(gain[0]) / math.sqrt(1 + sigma_start**2)
+    seen = probe.unet_input[: first.shape[0]].float()
+    if float((seen - first).norm()) > 1e-2 * float(first.norm()) + 1e-6:
+        raise ValueError(
+            f"{OWNER}: {type(scheduler).__name__} scales the UNet input otherwise than x / √(σ² + 1); "
+            "use cfgpp(pipe, 'euler') or cfgpp(pipe, 'ddim')"
+        )
     prediction = scheduler.config.get("prediction_type", "epsilon")
     model = _KDiffusionUNet(pipe.unet, probe, sigmas, timesteps, lam, prediction)
-    # The clean latent sits where the pass ends: at σ_end (0, or DDIM's final alpha), in VE coordinates.
+    # The clean latent is the pass's last sample, at σ_end (0; DDIM: its final alpha; a σ_min end),
+    # in VE coordinates.
     sigma_end = float(sigmas[-1])
-    x = probe.clean.float() * math.sqrt(1 + sigma_end**2)
+    x = probe.clean.float() * (math.sqrt(1 + sigma_end**2) if vp else 1.0)
     ascending = sigmas.flip(0).to(device=x.device, dtype=torch.float32)
     disable = bool(getattr(pipe, "_progress_bar_config", {}).get("disable", False))
     y = _invert_kdiffusion(model, x, ascending, disable=disable, iterations=iterations)

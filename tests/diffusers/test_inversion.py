@@ -89,20 +89,35 @@ def _round_trip(pipe, sampler, image, steps, strength, iterations, prediction="e
 
 # -- the core's inversion, through the pipeline --------------------------------------------------
 CORE_GRID = [
-    ("euler", 1.0, "epsilon"),
-    ("ddim", 1.0, "epsilon"),
-    ("euler", 0.6, "epsilon"),
-    ("ddim", 0.6, "epsilon"),
-    ("euler", 0.6, "v_prediction"),
-    ("ddim", 0.6, "sample"),
+    ("euler", 1.0, "epsilon", {}),
+    ("ddim", 1.0, "epsilon", {}),
+    ("euler", 0.6, "epsilon", {}),
+    ("ddim", 0.6, "epsilon", {}),
+    ("euler", 0.6, "v_prediction", {}),
+    ("ddim", 0.6, "sample", {}),
+    # a VE schedule that ends above 0 (newer diffusers; 0.27.2 ends at 0 anyway)
+    ("euler", 0.6, "epsilon", {"final_sigmas_type": "sigma_min"}),
 ]
 
 
-@pytest.mark.parametrize("sampler, strength, prediction", CORE_GRID)
-def test_equals_core_inversion_and_kdiffusion_pass(pipe, sampler, strength, prediction):
+@pytest.mark.parametrize("sampler, strength, prediction, config", CORE_GRID)
+def test_equals_core_inversion_and_kdiffusion_pass(pipe, sampler, strength, prediction, config):
     image, steps, iterations = pipes.latents(seed=7), 8, 2
-    start, back, _ = _round_trip(pipe, sampler, image, steps, strength, iterations, prediction)
-    pipe.scheduler = pipes.scheduler(prediction_type=prediction)
+    pipe.scheduler = pipes.scheduler(prediction_type=prediction, **config)
+    with cfgpp(pipe, sampler, LAM):
+        start = invert_cfgpp(
+            pipe,
+            image,
+            None,
+            num_inference_steps=steps,
+            strength=strength,
+            iterations=iterations,
+            guidance_scale=W,
+            **_embeds(),
+        )
+        with start_from(pipe, start):
+            back = _pass(pipe, image, steps, strength)
+    pipe.scheduler = pipes.scheduler(prediction_type=prediction, **config)
     with cfgpp(pipe, sampler, LAM) as sched:
         sched.set_timesteps(steps)
         t_start = steps - int(steps * strength)
@@ -112,9 +127,9 @@ def test_equals_core_inversion_and_kdiffusion_pass(pipe, sampler, strength, pred
     model = GuidedUNet(
         pipe.unet, e["prompt_embeds"], e["negative_prompt_embeds"], sigmas, timesteps, LAM, prediction
     )
-    x = image * (1 + sigmas[-1] ** 2) ** 0.5  # the clean latent where the pass ends (DDIM: final alpha)
-    y = kcfgpp.invert_cfgpp(model, x, sigmas.flip(0), disable=True, iterations=iterations)
     vp = sampler == "ddim"
+    x = image * (1 + sigmas[-1] ** 2) ** 0.5 if vp else image  # the pass's last sample, in VE
+    y = kcfgpp.invert_cfgpp(model, x, sigmas.flip(0), disable=True, iterations=iterations)
     y_sample = y / (1 + sigmas[0] ** 2) ** 0.5 if vp else y
     inv_diff = _relative(start, y_sample)
     ref = kcfgpp.sample_euler_cfgpp(model, y, sigmas, disable=True)
@@ -476,3 +491,22 @@ def test_float16_pipeline(unet):
     e_back, e_plain = _relative(back, image), _relative(plain, image)
     print(f"\nfloat16: round trip {e_back:.2e} (3 it); plain {e_plain:.2e}")
     assert e_back < e_plain / 20
+
+
+def test_scheduler_with_another_input_scaling_is_refused(pipe):
+    """EDM-style Euler scales the UNet input otherwise: one line instead of a wrong inversion."""
+    pipe.scheduler = pipes.scheduler("EulerDiscreteScheduler")
+    original = pipe.scheduler.scale_model_input
+    pipe.scheduler.scale_model_input = lambda sample, timestep: original(sample, timestep) * 0.5
+    with pytest.raises(ValueError, match="scales the UNet input otherwise") as err:
+        invert_cfgpp(
+            pipe,
+            pipes.latents(seed=7),
+            None,
+            num_inference_steps=4,
+            strength=0.5,
+            scale=LAM,
+            guidance_scale=W,
+            **_embeds(),
+        )
+    assert "\n" not in str(err.value)

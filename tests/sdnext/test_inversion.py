@@ -136,8 +136,8 @@ def test_round_trip_far_closer_than_plain_img2img(sdnext, pipe, latents_out):
 def test_same_request_twice_identical_and_plain_img2img_unchanged(sdnext, pipe, latents_out):
     _img2img(sdnext, None)
     before = latents_out[-1]
-    p1, res1 = _img2img(sdnext, [True, "a cat", 0, 2])
-    p2, res2 = _img2img(sdnext, [True, "a cat", 0, 2])
+    p1, res1 = _img2img(sdnext, [True, "a cat", 0, 1])
+    p2, res2 = _img2img(sdnext, [True, "a cat", 0, 1])
     assert torch.equal(latents_out[-2], latents_out[-1])
     assert res1.infotexts == res2.infotexts
     _img2img(sdnext, None)
@@ -148,8 +148,8 @@ def test_same_request_twice_identical_and_plain_img2img_unchanged(sdnext, pipe, 
 
 
 def test_edited_prompt_changes_the_picture(sdnext, pipe, latents_out):
-    _img2img(sdnext, [True, "a cat", 0, 2])
-    _img2img(sdnext, [True, "a cat", 0, 2], prompt="a dog")
+    _img2img(sdnext, [True, "a cat", 0, 0])
+    _img2img(sdnext, [True, "a cat", 0, 0], prompt="a dog")
     assert _relative(latents_out[-1], latents_out[-2]) > 0.05
 
 
@@ -166,7 +166,7 @@ def test_infotext_written_and_read_back_through_sdnext_parser(sdnext, pipe):
 
 
 def test_api_args_as_dict(sdnext, pipe, latents_out):
-    _img2img(sdnext, [True, "a cat", 0, 1])
+    _img2img(sdnext, [True, "a cat", 0, 0])
     ui = latents_out[-1]
     p = processing.StableDiffusionProcessingImg2Img(
         sd_model=shared.sd_model,
@@ -183,7 +183,7 @@ def test_api_args_as_dict(sdnext, pipe, latents_out):
     )
     p.scripts = sdnext.runner("img2img")
     p.script_args = sdnext.default_args("img2img")
-    p.per_script_args[TITLE] = [{"source_prompt": "a cat", "iterations": 1}]  # SD.Next's API (script.py:100)
+    p.per_script_args[TITLE] = [{"source_prompt": "a cat", "iterations": 0}]  # SD.Next's API (script.py:100)
     processing.process_images(p)
     assert torch.equal(latents_out[-1], ui)
 

@@ -333,9 +333,12 @@ def prompt_from_image(image: Any) -> Any:
         text = info.get("parameters")
     if not text:
         return _no_change()
-    from modules import infotext_utils
+    try:
+        from modules.infotext_utils import parse_generation_parameters
+    except ImportError:  # SD.Next: an empty infotext_utils; the parser lives on in copypaste
+        from modules.generation_parameters_copypaste import parse_generation_parameters
 
-    return infotext_utils.parse_generation_parameters(text).get("Prompt", "")
+    return parse_generation_parameters(text).get("Prompt") or ""
 
 
 def _no_change() -> Any:

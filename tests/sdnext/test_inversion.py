@@ -263,3 +263,21 @@ def test_lora_in_the_prompt_is_active_in_the_inversion_too(sdnext, smooth, laten
     _img2img(sdnext, None, denoising_strength=0.5)
     assert not torch.equal(latents_out[-1], latents_out[-2])  # the LoRA does change the model
     assert _relative(without, clean) <= 1e-4 * plain
+
+
+def test_png_info_button_fills_the_source_prompt(sdnext):
+    """SD.Next runs every script's after_component (scripts_manager.py:776-790): the button gets the
+    init image (elem_id img2img_image, ui_img2img.py:77) and reads its infotext with SD.Next's parser."""
+    import gradio as gr
+    from PIL import Image
+
+    script = sdnext.script(TITLE, "img2img")
+    image = gr.Image(elem_id="img2img_image")
+    script.after_component(image, elem_id="img2img_image")
+    clicks = [h for h in script.cfgpp_inversion_button.handlers if h[0] == "click"]
+    assert len(clicks) == 1
+    _, fn, inputs, outputs = clicks[0]
+    assert inputs == [image] and outputs == [script.cfgpp_inversion_source]
+    picture = Image.new("RGB", (8, 8))
+    picture.info["parameters"] = "a cat, sitting\nNegative prompt: blurry\nSteps: 20, Seed: 1, Sampler: Euler"
+    assert fn(picture) == "a cat, sitting"

@@ -342,7 +342,8 @@ def test_sdxl_img2img_round_trip(pipe):
 # -- README ---------------------------------------------------------------------------------------
 def _readme_blocks() -> list[str]:
     text = open(README, encoding="utf-8").read()
-    section = text.split("### Edit with diffusers", 1)[1].split("\n### ", 1)[0]
+    section = re.split(r"^#+ Edit with diffusers\s*$", text, maxsplit=1, flags=re.M)[1]
+    section = re.split(r"^#+ ", section, maxsplit=1, flags=re.M)[0]
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
 

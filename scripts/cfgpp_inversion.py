@@ -33,6 +33,14 @@ class CfgppInversionScript(scripts.Script):
         self.cfgpp_inversion_image = component.component
         inversion_ui.wire_image_button(self)
 
+    def after_component(self, component, **kwargs):
+        # SD.Next's Script has no on_after_component: its runner calls this for every component
+        # (scripts_manager.py:776-790@058a7f0c); on A1111 the callback above got there first.
+        if ACTIVE and kwargs.get("elem_id") == inversion_ui.INIT_IMAGE_ELEM_ID:
+            if getattr(self, "cfgpp_inversion_image", None) is None:
+                self.cfgpp_inversion_image = component
+                inversion_ui.wire_image_button(self)
+
     def process(self, p, *args):
         inversion.process(p, args)
 

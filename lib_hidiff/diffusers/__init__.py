@@ -31,6 +31,9 @@ _EXPORTS = {
     "attach_hidiffusion": "lib_hidiff.diffusers.pipeline",
     "cfgpp": "lib_hidiff.diffusers.pipeline",
     "hidiffusion": "lib_hidiff.diffusers.pipeline",
+    "attach_start": "lib_hidiff.diffusers.inversion",
+    "invert_cfgpp": "lib_hidiff.diffusers.inversion",
+    "start_from": "lib_hidiff.diffusers.inversion",
 }
 
 __all__ = list(_EXPORTS)

@@ -93,12 +93,14 @@ class SchedulerClock:
         n = values.numel()
         begin = getattr(scheduler, "begin_index", None)
         index = getattr(scheduler, "step_index", None)
-        if (
-            isinstance(index, int)
-            and 0 <= index < n
-            and abs(float(values[index]) - t) <= 1e-4 * max(1.0, abs(t))
-        ):
+        tol = 1e-4 * max(1.0, abs(t))
+        exact = torch.nonzero((values - t).abs() <= tol).flatten()
+        if isinstance(index, int) and 0 <= index < n and abs(float(values[index]) - t) <= tol:
             pos = index
+        elif exact.numel() == 1:
+            # A timestep the run has once: that step, also for calls out of order (an inversion
+            # walks the schedule backwards before the pass runs it forwards).
+            pos = int(exact[0])
         else:
             # No step index yet (DPM-Solver before its first step, DDIM): nearest timestep at or
             # after the last located call, the exact one when it is there.

@@ -16,6 +16,10 @@ Lifecycle (the "CFG++ inversion" script, scripts/cfgpp_inversion.py):
   n = (y − init) / (σ_start + extra noise), so that the WebUI's own xi = init + n·σ_start
   (+ n·extra; VP samplers: the same times √ᾱ) is the inverted latent y.
 
+SD.Next has no per-pass script hook and samples with diffusers pipelines: its adapter runs the same
+inversion inside the img2img pass (hosts/sdnext_inversion.py, through lib_hidiff.diffusers); only
+``process`` (arguments, infotext) is shared with it.
+
 The model is the WebUI's CFG denoiser in the CFG++ form of the host adapter (it exposes the
 unconditional x0), set up as the sampler's will be (mask, init latent, image conditioning), with
 the source prompt as cond, the negative prompt as uncond and λ from the inversion's CFG scale
@@ -98,7 +102,7 @@ def process(p: Any, args: Any) -> InversionArgs | None:
 
 
 def _blocking(p: Any) -> str | None:
-    if not hasattr(p, "init_latent"):
+    if not hosts.current().inversion_job(p):
         return f"{OWNER} works in img2img only"
     if getattr(p, "refiner_checkpoint_info", None) is not None:
         return f"{OWNER} does not run with a refiner (the inversion would switch models halfway)"
@@ -352,9 +356,12 @@ def prompt_from_image(image: Any) -> Any:
         text = info.get("parameters")
     if not text:
         return _no_change()
-    from modules import infotext_utils
+    try:
+        from modules.infotext_utils import parse_generation_parameters
+    except ImportError:  # SD.Next: an empty infotext_utils; the parser lives on in copypaste
+        from modules.generation_parameters_copypaste import parse_generation_parameters
 
-    return infotext_utils.parse_generation_parameters(text).get("Prompt", "")
+    return parse_generation_parameters(text).get("Prompt") or ""
 
 
 def _no_change() -> Any:

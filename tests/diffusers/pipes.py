@@ -118,3 +118,27 @@ def embeds(seed: int = 1, batch: int = 1, tokens: int = 5) -> tuple[torch.Tensor
 def latents(seed: int = 2, batch: int = 1, size: int = 8) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 4, size, size, generator=g)
+
+
+def tiny_tokenizer(folder):
+    """A CLIPTokenizer over letters only (a-z, each also as a word end): prompts as text, no downloads.
+
+    54 ids (below the tiny text encoder's vocab of 100); a word becomes its letters, so different
+    prompts give different ids. ``folder``: where vocab.json / merges.txt are written.
+    """
+    import json
+    import os
+    import string
+
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in string.ascii_lowercase:
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    vocab_file, merges_file = os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
+    with open(vocab_file, "w") as f:
+        json.dump(vocab, f)
+    with open(merges_file, "w") as f:
+        f.write("#version: 0.2\n")
+    return CLIPTokenizer(vocab_file, merges_file, model_max_length=77)

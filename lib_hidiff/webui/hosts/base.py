@@ -62,6 +62,10 @@ class Host:
     # sampling path and a CFG++ denoiser built by ``sampler_classes()``.
     cfgpp_inversion: ClassVar[bool] = False
 
+    def inversion_job(self, p: Any) -> bool:
+        """Can the CFG++ inversion serve ``p`` (an img2img job)? A1111 family: it has an init latent."""
+        return hasattr(p, "init_latent")
+
     # -- detection ---------------------------------------------------------------------------------
     @classmethod
     def detect(cls) -> bool:

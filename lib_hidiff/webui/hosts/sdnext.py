@@ -99,6 +99,7 @@ class SDNextHost(Host):
     name = "sdnext"
     label = "SD.Next"
     pass_events: ClassVar[frozenset[str]] = frozenset()  # passes come from process_pre / process_post
+    cfgpp_inversion = True  # run at the end of the base pass's process_pre (sdnext_inversion.py)
 
     def __init__(self) -> None:
         self._ours: dict[str, type] = {}  # display name -> CFG++ scheduler class we registered
@@ -251,6 +252,7 @@ class SDNextHost(Host):
             host._guarded(host._open_hidiffusion, p)
             result = original(p, *args, **kwargs)
             host._guarded(host._open_cfgpp, p)
+            host._guarded(host._open_inversion, p)
             return result
 
         return process_pre
@@ -378,6 +380,18 @@ class SDNextHost(Host):
         if rescale is not None and rescale > 0:
             return f"CFG rescale {rescale:g} changes the guided prediction"
         return None
+
+    def _open_inversion(self, p: Any) -> None:
+        """The img2img "CFG++ inversion" of this pass, when on (after CFG++: same scheduler, same λ)."""
+        from .sdnext_inversion import open_inversion
+
+        pipe = p.sd_model
+        undo = open_inversion(p, pipe, self.unet(pipe))
+        if undo is not None:
+            self._undo.append(undo)
+
+    def inversion_job(self, p: Any) -> bool:
+        return bool(getattr(p, "init_images", None))  # SD.Next's img2img jobs carry their images
 
     def _end_pass(self, p: Any) -> None:
         from .. import generation

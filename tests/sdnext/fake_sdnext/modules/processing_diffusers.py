@@ -2,7 +2,8 @@
 
 Each sampling pass (base, hires) is:
 ``update_sampler`` -> ``process_pre(p)`` (SD.Next's own HiDiffusion ``apply``, PAG's pipeline swap,
-modular conversion) -> ``set_pipeline_args`` -> ``shared.sd_model(**args)`` -> ``process_post(p)``
+modular conversion) -> base pass: extra networks parsed out of the prompts and activated (:150-151)
+-> ``set_pipeline_args`` -> ``shared.sd_model(**args)`` -> ``process_post(p)``
 in a ``finally`` (HiDiffusion ``unapply``, PAG restore). AssertionError (interrupt), ValueError and
 RuntimeError raised by the pipeline are caught and set ``shared.state.interrupted``; other
 exceptions propagate. The hires pass sets ``p.is_hr_pass``, switches to an img2img pipeline (same
@@ -14,7 +15,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from modules import errors, processing_vae, sd_models, shared
+from modules import errors, extra_networks, processing_vae, sd_models, shared
 from modules.logger import log
 from modules.processing_args import set_pipeline_args
 from modules.processing_helpers import (
@@ -74,6 +75,8 @@ def process_base(p: Any) -> Any:
     shared.state.begin("Base")
     update_sampler(p, shared.sd_model)
     process_pre(p)
+    p.prompts, p.network_data = extra_networks.parse_prompts(p.prompts, p.network_data)  # :150-151
+    extra_networks.activate_filtered(p)
     args = set_pipeline_args(
         p=p,
         model=shared.sd_model,
@@ -149,6 +152,7 @@ def process_diffusers(p: Any) -> list:
     if shared.state.interrupted or shared.state.skipped:
         shared.sd_model = orig_pipeline
         return []
+    extra_networks.deactivate(p)  # :647
     results = process_decode(p, output)
     shared.sd_model = orig_pipeline
     return results

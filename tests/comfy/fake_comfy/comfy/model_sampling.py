@@ -58,8 +58,15 @@ class ModelSamplingDiscreteEPS(EPS, ModelSamplingDiscrete):
     pass
 
 
-class CONST:
-    """Flow matching (SD3, Flux): the CFG++ samplers refuse it."""
+class CONST(EPS):
+    """Flow matching (SD3, Flux): x = σ noise + (1 − σ) x0. The CFG++ samplers refuse it."""
+
+    def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
+        sigma = sigma.view(sigma.shape[:1] + (1,) * (noise.ndim - 1))
+        return sigma * noise + (1.0 - sigma) * latent_image
+
+    def inverse_noise_scaling(self, sigma, latent):
+        return latent / (1.0 - sigma.view(sigma.shape[:1] + (1,) * (latent.ndim - 1)))
 
 
 class ModelSamplingFlow(CONST, ModelSamplingDiscrete):

@@ -3,11 +3,11 @@
 The core's CFG++ samplers and inversion call ``model(x, sigma, **extra_args)`` for the guided x0 and
 then read ``model.last_denoised_uncond``. ComfyUI's sampler model (``KSamplerX0Inpaint`` around the
 ``CFGGuider``) returns the guided x0; the unconditional x0 of the same call reaches a
-``sampler_post_cfg_function`` as ``args["uncond_denoised"]`` (comfy/samplers.py:355-358 at a125cd84),
+``sampler_post_cfg_function`` as ``args["uncond_denoised"]`` (comfy/samplers.py:368-371 at a125cd84),
 which is how ComfyUI's own *_cfg_pp samplers get it (comfy/k_diffusion/sampling.py:1249-1255). The
-uncond batch must also run at CFG 1 (``disable_cfg1_optimization``, comfy/samplers.py:364-365).
+uncond batch must also run at CFG 1 (``disable_cfg1_optimization``, comfy/samplers.py:378-381).
 When inpainting, the uncond prediction is blended with the init latent like the guided one
-(``KSamplerX0Inpaint``, comfy/samplers.py:383-385).
+(``KSamplerX0Inpaint``, comfy/samplers.py:409-410).
 """
 
 from __future__ import annotations

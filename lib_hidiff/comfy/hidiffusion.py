@@ -3,7 +3,7 @@
 The HiDiffusion node clones the MODEL and adds, under one key (comfy/model_patcher.py:937 at
 a125cd84; a second HiDiffusion node on the same chain replaces the first):
 
-* an ``OUTER_SAMPLE`` wrapper (run around ``CFGGuider.outer_sample``, comfy/samplers.py:1027-1032):
+* an ``OUTER_SAMPLE`` wrapper (run around ``CFGGuider.outer_sample``, comfy/samplers.py:1013-1036):
   it installs the core's inert patches on the diffusion model's modules (``lib_hidiff.unet.install``
   with the ComfyUI targets, :mod:`.targets`) and the ControlNet fitting hooks (:mod:`.control`), runs
   the sampling, and takes every patch off in a ``finally`` -- also after an exception or an

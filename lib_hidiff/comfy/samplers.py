@@ -2,7 +2,7 @@
 
 ComfyUI (a125cd84) ships euler_cfg_pp, euler_ancestral_cfg_pp, dpmpp_2s_ancestral_cfg_pp,
 dpmpp_2m_cfg_pp, res_multistep(_ancestral)_cfg_pp and gradient_estimation_cfg_pp
-(comfy/samplers.py:720-724); those are not duplicated. Added here: DDIM CFG++ with η and DPM++ SDE
+(comfy/samplers.py:730-734); those are not duplicated. Added here: DDIM CFG++ with η and DPM++ SDE
 CFG++ (the core's rules, lib_hidiff.cfgpp), and the inversion that Euler CFG++ / DDIM CFG++ (η = 0)
 take back to the source latent. λ is ComfyUI's cfg as given (its *_cfg_pp convention).
 

@@ -10,7 +10,9 @@ import pytest
 
 from lib_hidiff.comfy.nodes import NODE_CLASS_MAPPINGS
 
-DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "comfyui")
+DOCS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", "comfyui"
+)
 WORKFLOWS = sorted(f for f in os.listdir(DOCS) if f.endswith(".json"))
 
 
@@ -41,7 +43,7 @@ def test_example_workflow_fits_the_nodes(name):
                 assert isinstance(value, list), key  # MODEL, LATENT, ... come through links
     assert ours >= 1
     if any(n["class_type"] == "KSamplerSelect" for n in graph.values()):
-        # the edit samples with ComfyUI's own Euler CFG++ (comfy/samplers.py:720 at a125cd84)
-        assert {n["inputs"]["sampler_name"] for n in graph.values() if n["class_type"] == "KSamplerSelect"} == {
-            "euler_cfg_pp"
-        }
+        # the edit samples with ComfyUI's own Euler CFG++ (comfy/samplers.py:730 at a125cd84)
+        assert {
+            n["inputs"]["sampler_name"] for n in graph.values() if n["class_type"] == "KSamplerSelect"
+        } == {"euler_cfg_pp"}

@@ -1,5 +1,5 @@
-"""nodes.py (a125cd84): KSampler / KSamplerAdvanced through common_ksampler (:1503-1530, :1533-1600),
-ConditioningSetArea-free ControlNetApply, and load_custom_node (:2111-2166: the folder's
+"""nodes.py (a125cd84): KSampler / KSamplerAdvanced through common_ksampler (:1476-1497, :1499-1560),
+ControlNetApply (:822, reduced: the ControlNet goes into both conds), and load_custom_node (:2111-2166: the folder's
 ``__init__.py`` loaded as a module named after its path, NODE_CLASS_MAPPINGS registered)."""
 
 from __future__ import annotations

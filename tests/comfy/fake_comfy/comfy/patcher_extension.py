@@ -1,4 +1,4 @@
-"""comfy/patcher_extension.py (a125cd84:51-146): wrapper types, registration and the executor chain."""
+"""comfy/patcher_extension.py (a125cd84:49-129): wrapper types, registration and the executor chain."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 # ruff: noqa: B006  (ComfyUI's signatures: transformer_options={} and model_options={} defaults)
-"""comfy/samplers.py (a125cd84), reduced to the sampling path: KSampler / sample() -> CFGGuider.sample
-(OUTER_SAMPLE wrappers, :1027-1032) -> outer_sample -> inner_sample (``sample_sigmas`` into the
-transformer_options, :979) -> KSAMPLER.sample (:736-760) -> the k-diffusion sampler -> KSamplerX0Inpaint
--> sampling_function (cfg 1 optimisation, :361-376) -> calc_cond_batch (cond and uncond batched
-while memory allows, ``sigmas`` and ControlNet residuals per call, :216-348) -> cfg_function
-(post-cfg functions, :350-359) and BaseModel.apply_model."""
+"""comfy/samplers.py (a125cd84), reduced to the sampling path: KSampler (:1097-1160) / sample() (:1047)
+-> CFGGuider.sample (OUTER_SAMPLE wrappers, :1013-1045) -> outer_sample (:990) -> inner_sample
+(``sample_sigmas`` into the transformer_options, :972-988) -> KSAMPLER.sample (:736-761) -> the
+k-diffusion sampler -> KSamplerX0Inpaint (:398-410) -> sampling_function (cfg 1 optimisation,
+:377-392) -> calc_cond_batch (cond and uncond batched while memory allows, ``sigmas`` and ControlNet
+residuals per call, :216-358) -> cfg_function (post-cfg functions, :360-375) and BaseModel.apply_model."""
 
 from __future__ import annotations
 
@@ -362,7 +362,7 @@ def calculate_sigmas(model_sampling, scheduler_name, steps):
 
 
 class KSampler:
-    """The KSampler / KSamplerAdvanced schedule (:1118-1170): denoise < 1 samples the tail of a longer
+    """The KSampler / KSamplerAdvanced schedule (:1097-1160): denoise < 1 samples the tail of a longer
     schedule; start/last steps slice it."""
 
     def __init__(self, model, steps, device, sampler=None, scheduler=None, denoise=None, model_options={}):

@@ -32,9 +32,14 @@ def comfy_targets(unet: nn.Module, layout: UNetLayout) -> UNetTargets:
     """The core's ldm targets, with block-level hooks moved onto the layers ComfyUI calls."""
     inputs, outputs = unet.input_blocks, unet.output_blocks
     first = list(inputs[0].children())
-    return dataclasses.replace(
-        ldm_targets(unet, layout),
-        entry=first[0] if first else inputs[0],
-        skips={i: block_output(block) for i, block in enumerate(inputs)},
-        ca_output=block_output(outputs[layout.ca_output]),
-    )
+    base = ldm_targets(unet, layout)
+    changes: dict = {
+        "entry": first[0] if first else inputs[0],
+        "skips": {i: block_output(block) for i, block in enumerate(inputs)},
+        "ca_output": block_output(outputs[layout.ca_output]),
+    }
+    # ControlNet residuals are fitted by this package's own hooks (.control), on the layers; a core
+    # that fits ``control`` dicts on whole blocks would never see them here, so it is left out.
+    if any(f.name == "control" for f in dataclasses.fields(base)):
+        changes["control"] = None
+    return dataclasses.replace(base, **changes)

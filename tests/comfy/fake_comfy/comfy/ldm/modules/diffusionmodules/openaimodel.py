@@ -10,7 +10,8 @@ What the node pack meets, with ComfyUI's call structure:
   the shapes do not fit; ``APPLIED`` records what was added (instrumentation for the tests);
 * ``UNetModel.forward`` (:830-835) runs the DIFFUSION_MODEL wrappers around ``_forward``.
 
-:func:`from_ldm` makes this UNet from a zoo-built ldm UNet with the same weights.
+:func:`from_ldm` makes this UNet from a zoo-built ldm UNet with the same weights (convs and linears
+become comfy.ops ``manual_cast`` layers, which cast their weights on every call).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ldm.modules import attention as ldm_attention
 from ldm.modules.diffusionmodules import openaimodel as ldm_unet
 from ldm.modules.diffusionmodules.util import timestep_embedding
 
+import comfy.ops
 import comfy.patcher_extension
 
 from ..attention import BasicTransformerBlock, CrossAttention, SpatialTransformer
@@ -130,6 +132,8 @@ _CLASSES = {
     ldm_attention.SpatialTransformer: SpatialTransformer,
     ldm_attention.BasicTransformerBlock: BasicTransformerBlock,
     ldm_attention.CrossAttention: CrossAttention,
+    torch.nn.Conv2d: comfy.ops.manual_cast.Conv2d,  # ComfyUI's per-call casting layers
+    torch.nn.Linear: comfy.ops.manual_cast.Linear,
 }
 
 

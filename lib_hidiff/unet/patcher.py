@@ -140,12 +140,12 @@ def _warn_once(msg: str) -> None:
 class Installation:
     """The patches on one UNet. Create with :func:`install`; inert until :meth:`activate`."""
 
-    def __init__(self, unet: nn.Module, layout: UNetLayout):
+    def __init__(self, unet: nn.Module, layout: UNetLayout, targets: UNetTargets | None = None):
         self._unet = weakref.ref(unet)
         self.layout = layout
         self.session: Session | None = None
         self.call: CallPlan | None = None
-        self.targets: UNetTargets | None = None
+        self.targets: UNetTargets | None = targets  # None: resolved from the layout's backend
         self._timestep: float | None = None
         # ControlNet residuals held back from this call (diffusers), to add at the real skip sizes
         self._residuals: tuple[tuple[torch.Tensor, ...], torch.Tensor] | None = None
@@ -220,7 +220,7 @@ class Installation:
 
     def _install(self, unet: nn.Module) -> None:
         lay = self.layout
-        t = self.targets = targets_for(unet, lay)
+        t = self.targets = self.targets if self.targets is not None else targets_for(unet, lay)
         self._hook(unet.register_forward_pre_hook(self._unet_pre, with_kwargs=True))
         self._hook(unet.register_forward_hook(self._unet_post))
         self._hook(t.entry.register_forward_pre_hook(self._begin))
@@ -542,19 +542,26 @@ def installed(unet: nn.Module) -> Installation | None:
     return _REGISTRY.get(unet)
 
 
-def install(unet: nn.Module, layout: UNetLayout | None = None) -> Installation:
-    """Install HiDiffusion's (gated, inert) patches on a UNet; idempotent. Raises UnsupportedUNet."""
+def install(
+    unet: nn.Module, layout: UNetLayout | None = None, *, targets: UNetTargets | None = None
+) -> Installation:
+    """Install HiDiffusion's (gated, inert) patches on a UNet; idempotent. Raises UnsupportedUNet.
+
+    ``targets``: the modules to patch where a host calls them differently from the backend's own
+    forward (ComfyUI runs each block's layers without calling the block); default: from the layout.
+    """
     layout = layout if layout is not None else inspect_unet(unet)
     inst = _REGISTRY.get(unet)
-    if inst is not None:
+    if inst is not None and (targets is None or inst.targets == targets):
         if inst.layout == layout:
             return inst
         same_blocks = {**vars(inst.layout), "native": None} == {**vars(layout), "native": None}
         if same_blocks:
             inst.layout = layout
             return inst
+    if inst is not None:
         inst.remove()
-    inst = Installation(unet, layout)
+    inst = Installation(unet, layout, targets)
     _REGISTRY[unet] = inst
     return inst
 

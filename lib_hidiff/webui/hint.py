@@ -142,6 +142,14 @@ def _flag(request: Mapping[str, Any], name: str) -> bool:
     return text in _TRUE
 
 
+def _size_from_init_image(request: Mapping[str, Any]) -> bool:
+    """img2img with width or height 0: SD.Next's img2img size fields default to 0, "keep the init
+    image's size" (its Scale resize tab), so there is no size to plan for -- not a bad value."""
+    if request.get("denoising") in (None, ""):
+        return False
+    return any(str(request.get(name, "")).strip() == "0" for name in ("width", "height"))
+
+
 def schedule_info(sd_model: Any, request: Mapping[str, Any]) -> dict[str, Any]:
     """The effective schedule of each pass of a request, as JSON for the UI and API clients.
 
@@ -151,6 +159,9 @@ def schedule_info(sd_model: Any, request: Mapping[str, Any]) -> dict[str, Any]:
     """
     info: dict[str, Any] = {"supported": False, "hint": bool(settings.get("hidiffusion_size_hint"))}
     try:
+        size_from_image = _size_from_init_image(request)
+        if size_from_image:
+            request = {k: v for k, v in request.items() if k not in ("width", "height")}
         # Every value is checked first: a bad one is an error whatever else the query says.
         q = _query_numbers(request)
         enable_hr = _flag(request, "enable_hr")
@@ -170,6 +181,9 @@ def schedule_info(sd_model: Any, request: Mapping[str, Any]) -> dict[str, Any]:
                 }
         if not args.enabled:
             return {**info, "supported": True, "text": "HiDiffusion is off", "warnings": [], "passes": []}
+        if size_from_image:
+            text = "img2img at the init image's size (width and height 0): set a size to see the schedule"
+            return {**info, "supported": True, "text": text, "warnings": [], "passes": []}
         native = (FAMILY_MAPS[model].native,) * 2 if isinstance(model, str) else model.native
         width = q["width"] or native[1] * LATENT_SCALE
         height = q["height"] or native[0] * LATENT_SCALE

@@ -77,9 +77,13 @@ def add_axes() -> int:
     boolean_choice = getattr(xyz, "boolean_choice", None)
     bool_choices = boolean_choice(reverse=True) if boolean_choice else (lambda: ["True", "False"])
     confirm_range = getattr(xyz, "confirm_range", _confirm_range)
+    # SD.Next's own HiDiffusion has "[HiDiffusion] T1" / "T2" axes (its settings): where any of our
+    # labels is taken, all of ours say "[HiDiffusion extension]", so no "[HiDiffusion] ..." axis of
+    # ours sits beside one that drives the host's HiDiffusion
+    clash = any(label in taken for label, _, _ in AXES)
     added = 0
     for label, attr, kind in AXES:
-        if label in taken:  # SD.Next's own HiDiffusion has "[HiDiffusion] T1" / "T2" axes (its settings)
+        if clash:
             label = label.replace("[HiDiffusion]", "[HiDiffusion extension]")
         if label in ours:
             continue

@@ -254,20 +254,26 @@ def _xyz():
 
 def test_xyz_axes_are_added_once_beside_sdnext_own_hidiffusion_axes(sdnext, pipe):
     labels = [o.label for o in _xyz().axis_options if "HiDiffusion" in o.label]
+    # "[HiDiffusion] T1" / "T2" are SD.Next's own settings' axes: all of ours say "extension"
     ours = {
-        "[HiDiffusion] Enabled",
-        "[HiDiffusion] Preset",
-        "[HiDiffusion] RAU-Net",
-        "[HiDiffusion] MSW-MSA",
-        "[HiDiffusion extension] T1",  # "[HiDiffusion] T1" / "T2" are SD.Next's own settings' axes
+        "[HiDiffusion extension] Enabled",
+        "[HiDiffusion extension] Preset",
+        "[HiDiffusion extension] RAU-Net",
+        "[HiDiffusion extension] MSW-MSA",
+        "[HiDiffusion extension] T1",
         "[HiDiffusion extension] T2",
     }
     assert ours <= set(labels) and {"[HiDiffusion] T1", "[HiDiffusion] T2"} <= set(labels)
+    assert not {label for label in labels if label.startswith("[HiDiffusion] ")} - {
+        "[HiDiffusion] T1",
+        "[HiDiffusion] T2",
+        "[HiDiffusion] Aggression step",
+    }
     assert len(labels) == 9
     sdnext.reload()
     assert [o.label for o in _xyz().axis_options if "HiDiffusion" in o.label] == labels
     by_label = {o.label: o for o in _xyz().axis_options}
-    assert by_label["[HiDiffusion] Enabled"].choices() == ["True", "False"]
+    assert by_label["[HiDiffusion extension] Enabled"].choices() == ["True", "False"]
     with pytest.raises(ValueError, match="T1"):
         by_label["[HiDiffusion extension] T1"].confirm(None, [0.5, 1.5])
     # a cell as SD.Next's XYZ makes it (copy(p), the axis applied to the copy) sets our T1

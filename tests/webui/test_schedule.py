@@ -230,6 +230,19 @@ def test_every_bad_query_value_gets_the_documented_answer(webui, model):
     assert good["supported"] and [p["pass"] for p in good["passes"]] == ["base", "hires"]
 
 
+def test_img2img_size_zero_means_the_init_image_size_not_an_error(webui, model):
+    """SD.Next's img2img width/height fields default to 0 ("keep the init image's size"): the hint
+    says so instead of showing an error; in txt2img 0 stays a bad value."""
+    ask = schedule_route(webui)
+    for size in ({"width": "0", "height": "0"}, {"width": "0", "height": "768"}):
+        answer = ask(**size, steps="20", denoising="0.75")
+        assert answer["supported"] and "error" not in answer, answer
+        assert answer["text"].startswith("img2img at the init image's size") and answer["passes"] == []
+    assert "error" in ask(width="0", height="0", steps="x", denoising="0.75")  # the rest still checked
+    assert ask(width="0", steps="20")["error"].startswith("HiDiffusion schedule: 'width' must be an integer")
+    assert ask(width="1024", height="1024", denoising="0.75")["passes"]  # a set size: the schedule
+
+
 def test_hires_size_follows_the_webui():
     assert hint.hires_size(512, 768, 2.0) == (1024, 1536)
     assert hint.hires_size(512, 768, 2.0, 1024, 0) == (1024, 1536)

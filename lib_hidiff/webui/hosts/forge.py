@@ -37,7 +37,7 @@ this adapter is the A1111 one with what Forge changes (facts: HOSTS.md, Forge df
   their start latent with no such point and are refused with one line.
 * Forge's built-in "DDIM CFG++" sets a scale multiplier its denoiser never reads (it guides with
   the full CFG as λ): ours is registered beside it as "DDIM CFG++ (k-diffusion)". Built-ins of the
-  other names (Forge Neo ships Euler / Euler a / DPM++ 2M / DPM++ SDE CFG++, λ = raw CFG) are kept.
+  other names (Forge Neo 2.26 ships Euler / Euler a / DPM++ 2M CFG++, λ = raw CFG) are kept.
 """
 
 from __future__ import annotations

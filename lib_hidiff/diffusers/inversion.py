@@ -273,6 +273,7 @@ def invert_cfgpp(
     strength: float = 1.0,
     scale: float | None = None,
     iterations: int = 0,
+    progress_bar: bool | None = None,
     **pipe_kwargs: Any,
 ) -> torch.Tensor:
     """The latent an img2img pass with a CFG++ Euler / DDIM scheduler starts from to give `image` back.
@@ -285,8 +286,11 @@ def invert_cfgpp(
       of the edit (it is the unconditional side in both passes). Or pass ``prompt_embeds=`` etc.
     - `num_inference_steps`, `strength`: the same as in the edit call (they fix the begin index).
     - `scale`: λ; None = the CFG++ scheduler's ``cfgpp_scale``.
-    - `iterations`: refinement per step (lib_hidiff.cfgpp.invert_cfgpp): up to iterations + 1 more
-      UNet batches per step.
+    - `iterations`: refinement (lib_hidiff.cfgpp.invert_cfgpp): 0 = the paper's step, one UNet batch
+      per step; k > 0 = at most k + 5 batches per step (the plain and the refined chain, then both
+      sampled back to keep, per image, the one whose round trip is closer).
+    - `progress_bar`: show the inversion's own progress bar; None = as the pipeline's progress bar
+      (``pipe.set_progress_bar_config(disable=...)``). A host with its own bar passes False.
     - `pipe_kwargs`: every other argument of the edit call that shapes the UNet call or the image
       latent (guidance_scale > 1, height/width, SDXL's original_size / aesthetic_score, generator,
       cross_attention_kwargs, ...).
@@ -332,7 +336,10 @@ def invert_cfgpp(
     sigma_end = float(sigmas[-1])
     x = probe.clean.float() * (math.sqrt(1 + sigma_end**2) if vp else 1.0)
     ascending = sigmas.flip(0).to(device=x.device, dtype=torch.float32)
-    disable = bool(getattr(pipe, "_progress_bar_config", {}).get("disable", False))
+    if progress_bar is None:
+        disable = bool(getattr(pipe, "_progress_bar_config", {}).get("disable", False))
+    else:
+        disable = not progress_bar
     y = _invert_kdiffusion(model, x, ascending, disable=disable, iterations=iterations)
     rows = [-1] + [1] * (y.ndim - 1)
     return y * gain.to(device=y.device, dtype=y.dtype).reshape(rows)

@@ -194,6 +194,36 @@ def test_same_request_twice_identical_and_pipeline_untouched(pipe):
     assert torch.equal(_pass(pipe, image, 8, 0.5), before)
 
 
+def test_progress_bar_follows_the_pipeline_or_the_caller(pipe, monkeypatch):
+    """A host with its own progress bar (SD.Next) passes progress_bar=False: no second, raw bar."""
+    from lib_hidiff.diffusers import inversion as inv_module
+
+    seen = []
+    real = inv_module._invert_kdiffusion
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["disable"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inv_module, "_invert_kdiffusion", spy)
+    image = pipes.latents(seed=7)
+    pipe.scheduler = pipes.scheduler()
+    with cfgpp(pipe, "euler", LAM):
+        for progress_bar in (False, True, None):
+            invert_cfgpp(
+                pipe,
+                image,
+                None,
+                num_inference_steps=4,
+                strength=0.5,
+                guidance_scale=W,
+                progress_bar=progress_bar,
+                **_embeds(),
+            )
+    pipeline_disabled = bool(getattr(pipe, "_progress_bar_config", {}).get("disable", False))
+    assert seen == [True, False, pipeline_disabled]
+
+
 def test_generator_given_back(pipe):
     g = torch.Generator().manual_seed(3)
     state = g.get_state()

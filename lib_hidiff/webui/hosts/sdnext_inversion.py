@@ -178,6 +178,7 @@ def _invert(p: Any, a: Any, pipe: Any) -> tuple[Any, float]:
         strength=float(strength),
         scale=lam,
         iterations=a.iterations,
+        progress_bar=False,  # SD.Next shows the inversion in its own bar (Host.inversion_job)
         **args,
     )
     return latents, lam

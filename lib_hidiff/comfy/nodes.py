@@ -1,9 +1,10 @@
 """The ComfyUI nodes: HiDiffusion (MODEL → MODEL), CFG++ inversion, and the CFG++ samplers ComfyUI lacks.
 
-Classic node classes (``INPUT_TYPES`` / ``RETURN_TYPES`` / ``FUNCTION``), the API ComfyUI's own
-sampler nodes use at a125cd84 (comfy_extras/nodes_custom_sampler.py) and every ComfyUI version
-loads. ComfyUI's ``comfy`` package is imported inside the functions only, so this module imports
-anywhere (tests, the WebUIs never import it).
+Classic node classes (``INPUT_TYPES`` / ``RETURN_TYPES`` / ``FUNCTION``): what an older ComfyUI
+(no ``comfy_api.latest``) registers from ``NODE_CLASS_MAPPINGS``, and the one implementation the V3
+nodes of :mod:`.nodes_v3` (what a125cd84 registers) build their schemas from and run. ComfyUI's
+``comfy`` package is imported inside the functions only, so this module imports anywhere (tests;
+the WebUIs never import it).
 
 HiDiffusion's inputs are the WebUI accordion's settings with the same names and ranges, from the
 core's data (lib_hidiff.unet.presets). The WebUI's hires-pass policy is no input: in a graph the

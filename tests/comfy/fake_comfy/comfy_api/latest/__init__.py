@@ -1,5 +1,5 @@
 """comfy_api/latest/__init__.py (a125cd84), reduced: ``io`` (the V3 schema, :12) and ``ComfyExtension``
-(:85-96), what a custom node's ``comfy_entrypoint`` returns."""
+(:79-90), what a custom node's ``comfy_entrypoint`` returns."""
 
 from __future__ import annotations
 

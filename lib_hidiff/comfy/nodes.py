@@ -1,9 +1,10 @@
 """The ComfyUI nodes: HiDiffusion (MODEL → MODEL), CFG++ inversion, and the CFG++ samplers ComfyUI lacks.
 
-Classic node classes (``INPUT_TYPES`` / ``RETURN_TYPES`` / ``FUNCTION``), the API ComfyUI's own
-sampler nodes use at a125cd84 (comfy_extras/nodes_custom_sampler.py) and every ComfyUI version
-loads. ComfyUI's ``comfy`` package is imported inside the functions only, so this module imports
-anywhere (tests, the WebUIs never import it).
+Classic node classes (``INPUT_TYPES`` / ``RETURN_TYPES`` / ``FUNCTION``): what an older ComfyUI
+(no ``comfy_api.latest``) registers from ``NODE_CLASS_MAPPINGS``, and the one implementation the V3
+nodes of :mod:`.nodes_v3` (what a125cd84 registers) build their schemas from and run. ComfyUI's
+``comfy`` package is imported inside the functions only, so this module imports anywhere (tests;
+the WebUIs never import it).
 
 HiDiffusion's inputs are the WebUI accordion's settings with the same names and ranges, from the
 core's data (lib_hidiff.unet.presets). The WebUI's hires-pass policy is no input: in a graph the
@@ -31,6 +32,9 @@ __all__ = [
     "SamplerDDIMCFGpp",
     "SamplerDPMPPSDECFGpp",
 ]
+
+
+SEED_MAX = 0xFFFFFFFFFFFFFFFF  # ComfyUI's seed widgets' range (KSampler, SamplerCustom)
 
 
 def _fraction(default: float, tooltip: str) -> tuple[str, dict]:
@@ -173,6 +177,17 @@ class CFGppInversion:
                         "tooltip": "refinement per step (0: the paper's plain inversion); never worse than 0",
                     },
                 ),
+                "seed": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": SEED_MAX,
+                        "control_after_generate": False,
+                        "tooltip": "the edit sampler's noise_seed (keep it fixed): a HiDiffusion MODEL seeds "
+                        "its MSW-MSA window shifts with it, so inversion and edit must share it",
+                    },
+                ),
             }
         }
 
@@ -185,6 +200,7 @@ class CFGppInversion:
         sigmas: torch.Tensor,
         cfg: float,
         iterations: int,
+        seed: int = 0,
     ) -> tuple[dict, Any]:
         import comfy.sample
         import comfy.samplers
@@ -193,7 +209,7 @@ class CFGppInversion:
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         if sigmas.shape[-1] < 2:
             out = {k: v for k, v in latent_image.items() if k != "noise_mask"}
-            return (out, InvertedNoise(torch.zeros_like(latent)))
+            return (out, InvertedNoise(torch.zeros_like(latent), seed))
         guider = comfy.samplers.CFGGuider(model)
         guider.set_conds(positive, negative)
         guider.set_cfg(cfg)
@@ -204,12 +220,12 @@ class CFGppInversion:
             sampler,
             sigmas,
             disable_pbar=not getattr(comfy.utils, "PROGRESS_BAR_ENABLED", False),
-            seed=0,
+            seed=int(seed),  # the sampling seed: HiDiffusion's window shifts (hidiffusion.py) use it
         )
         samples = samples.to(latent.device)
         out = {k: v for k, v in latent_image.items() if k != "noise_mask"}
         out["samples"] = samples
-        return (out, InvertedNoise(_as_noise(model, samples, latent, sigmas)))
+        return (out, InvertedNoise(_as_noise(model, samples, latent, sigmas), seed))
 
 
 def _as_noise(model: Any, inverted: torch.Tensor, source: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
@@ -228,11 +244,13 @@ def _as_noise(model: Any, inverted: torch.Tensor, source: torch.Tensor, sigmas: 
 
 
 class InvertedNoise:
-    """A NOISE (``generate_noise(latent)``, ``seed``) holding the inverted noise."""
+    """A NOISE (``generate_noise(latent)``, ``seed``) holding the inverted noise. SamplerCustomAdvanced
+    samples with ``seed=noise.seed`` (comfy_extras/nodes_custom_sampler.py at a125cd84), so a HiDiffusion
+    MODEL sampled from this NOISE shifts its windows as the inversion did."""
 
-    def __init__(self, noise: torch.Tensor):
+    def __init__(self, noise: torch.Tensor, seed: int = 0):
         self.noise = noise
-        self.seed = 0
+        self.seed = int(seed)
 
     def generate_noise(self, input_latent: dict) -> torch.Tensor:
         samples = input_latent["samples"]

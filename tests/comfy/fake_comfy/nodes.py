@@ -1,10 +1,13 @@
 """nodes.py (a125cd84): KSampler / KSamplerAdvanced through common_ksampler (:1476-1497, :1499-1560),
-ControlNetApply (:822, reduced: the ControlNet goes into both conds), and load_custom_node (:2111-2166: the folder's
-``__init__.py`` loaded as a module named after its path, NODE_CLASS_MAPPINGS registered)."""
+ControlNetApply (:822, reduced: the ControlNet goes into both conds), and load_custom_node (:2111-2196: the folder's
+``__init__.py`` loaded as a module named after its path; its NODE_CLASS_MAPPINGS registered if it has them (:2157-2165),
+only otherwise its V3 ``comfy_entrypoint``'s ComfyExtension node list, by schema node_id (:2166-2196))."""
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
+import logging
 import os
 import sys
 
@@ -12,6 +15,7 @@ import comfy.sample
 import comfy.utils
 import latent_preview
 import torch
+from comfy_api.latest import ComfyExtension
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}
@@ -127,16 +131,50 @@ class ControlNetApply:
         )
 
 
-def load_custom_node(module_path: str, ignore=frozenset()) -> bool:
+async def load_custom_node(module_path: str, ignore=frozenset(), module_parent="custom_nodes") -> bool:
     sys_module_name = module_path.replace(".", "_x_")
     spec = importlib.util.spec_from_file_location(sys_module_name, os.path.join(module_path, "__init__.py"))
     module = importlib.util.module_from_spec(spec)
     sys.modules[sys_module_name] = module
     spec.loader.exec_module(module)
-    if getattr(module, "NODE_CLASS_MAPPINGS", None) is not None:
+    relative = f"{module_parent}.{os.path.basename(module_path)}"
+    if getattr(module, "NODE_CLASS_MAPPINGS", None) is not None:  # V1 first
         for name, node_cls in module.NODE_CLASS_MAPPINGS.items():
             if name not in ignore:
                 NODE_CLASS_MAPPINGS[name] = node_cls
+                node_cls.RELATIVE_PYTHON_MODULE = relative
         NODE_DISPLAY_NAME_MAPPINGS.update(getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None) or {})
         return True
+    if hasattr(module, "comfy_entrypoint"):  # V3, only without NODE_CLASS_MAPPINGS
+        entrypoint = module.comfy_entrypoint
+        if not callable(entrypoint):
+            logging.warning(f"comfy_entrypoint in {module_path} is not callable, skipping.")
+            return False
+        try:
+            extension = await entrypoint() if inspect.iscoroutinefunction(entrypoint) else entrypoint()
+            if not isinstance(extension, ComfyExtension):
+                logging.warning(
+                    f"comfy_entrypoint in {module_path} did not return a ComfyExtension, skipping."
+                )
+                return False
+            node_list = await extension.get_node_list()
+            if not isinstance(node_list, list):
+                logging.warning(
+                    f"comfy_entrypoint in {module_path} did not return a list of nodes, skipping."
+                )
+                return False
+            for node_cls in node_list:
+                schema = node_cls.GET_SCHEMA()
+                if schema.node_id not in ignore:
+                    NODE_CLASS_MAPPINGS[schema.node_id] = node_cls
+                    node_cls.RELATIVE_PYTHON_MODULE = relative
+                if schema.display_name is not None:
+                    NODE_DISPLAY_NAME_MAPPINGS[schema.node_id] = schema.display_name
+            return True
+        except Exception as e:
+            logging.warning(f"Error while calling comfy_entrypoint in {module_path}: {e}")
+            return False
+    logging.warning(
+        f"Skip {module_path} module for custom nodes due to the lack of NODE_CLASS_MAPPINGS or NODES_LIST"
+    )
     return False

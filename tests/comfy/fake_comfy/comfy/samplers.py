@@ -24,6 +24,10 @@ def convert_cond(cond):
     for c in cond:
         temp = c[1].copy()
         temp["cross_attn"] = c[0]
+        # comfy/sampler_helpers.py:57-67 keeps a cond's model_conds; the fake takes them as the
+        # tensors encode_model_conds (:696-716) gets from BaseModel.extra_conds (model_base.py:268-276):
+        # c_concat (mask + masked latent) for inpainting models, y (the adm vector) for SDXL.
+        temp["model_conds"] = dict(c[1].get("model_conds", {}))
         temp["uuid"] = uuid.uuid4()
         out.append(temp)
     return out
@@ -48,17 +52,20 @@ def calc_cond_batch(model, conds, x_in, timestep, model_options):
             if math.prod(input_shape) * 1.5 < free_memory:
                 to_batch = batch_amount
                 break
-        input_x, c_cross, cond_or_uncond, uuids, control = [], [], [], [], None
+        input_x, c_cross, cond_or_uncond, uuids, control, extra = [], [], [], [], None, {}
         for x in to_batch:
             c, idx = to_run.pop(x)
             input_x.append(x_in)
             c_cross.append(c["cross_attn"])
+            for key, value in c.get("model_conds", {}).items():
+                extra.setdefault(key, []).append(value)
             cond_or_uncond.append(idx)
             uuids.append(c["uuid"])
             control = c.get("control")
         batch_chunks = len(cond_or_uncond)
         input_x = torch.cat(input_x)
         c = {"c_crossattn": torch.cat(c_cross)}
+        c.update({key: torch.cat(values) for key, values in extra.items()})  # cond_cat (:145), each key
         timestep_ = torch.cat([timestep] * batch_chunks)
         transformer_options = comfy.patcher_extension.merge_nested_dicts(
             {}, model_options.get("transformer_options", {}), copy_dict1=False

@@ -1,8 +1,8 @@
 """The HiDiffusion node on other model families (issue 18), through the fake ComfyUI's KSampler path
 (a125cd84): a 9-channel SD 1.5 inpainting UNet fed ``c_concat`` (mask + masked latent, concatenated
 to the input by BaseModel._apply_model, comfy/model_base.py:166-171, as BaseModel.concat_cond builds
-it for ``concat_keys = ("mask", "masked_image")``, :212-256 and :340) and an SDXL-layout UNet fed the
-adm vector ``y`` (SDXL.encode_adm, :460-476, reaching the UNet's label_emb through the extra conds,
+it for ``concat_keys = ("mask", "masked_image")``, :212-256 and :340) and an SD 2.x-layout UNet (linear
+projections) and an SDXL-layout UNet fed the adm vector ``y`` (SDXL.encode_adm, :460-476, reaching the UNet's label_emb through the extra conds,
 :186-199). Every UNet call must equal the A1111 path's (the core's block hooks on the ldm UNet with
 the same weights, settings, clock and seed), RAU-Net must have acted, and nothing may be left."""
 
@@ -37,6 +37,7 @@ class Case:
 
 CASES = {
     "sd15_inpaint": Case("sd1", (72, 64), 3, 1, (18, 16)),
+    "sd2": Case("sd2", (72, 64), 3, 1, (18, 16)),  # linear projections in the transformers
     "sdxl": Case("sdxl", (136, 128), 6, 4, (17, 16)),
 }
 
@@ -44,6 +45,8 @@ CASES = {
 def _ldm(name: str) -> nn.Module:
     if name == "sd15_inpaint":
         return zoo.build_ldm_unet("sd1", 32, heads=4, context_dim=32, in_channels=9)
+    if name == "sd2":
+        return zoo.build_ldm_unet("sd2", 32, heads=4, context_dim=32)
     unet = zoo.build_ldm_unet("sdxl", 32, heads=4, context_dim=32)
     # The SDXL UNet's class embedding (ldm's num_classes="sequential": Linear, SiLU, Linear), which
     # the zoo leaves out; the seed fixes its default init.
@@ -60,6 +63,8 @@ def _model_conds(name: str, size: tuple[int, int], seed: int) -> dict:
         mask = (torch.rand(1, 1, *size, generator=gen) > 0.5).float()
         masked = torch.randn(1, 4, *size, generator=gen) * (1 - mask)
         return {"c_concat": torch.cat([mask, masked], dim=1)}
+    if name == "sd2":
+        return {}
     return {"y": torch.randn(1, ADM, generator=gen)}
 
 
@@ -111,7 +116,7 @@ def test_unet_output_equals_the_a1111_path(name):
     for x, t, context, y, out, clock, settings, seed in calls:
         if name == "sd15_inpaint":  # the input is the scaled latent + mask + masked latent, 9 channels
             assert x.shape[1] == 9 and torch.equal(x[:, 4:], extra["c_concat"].expand(2, -1, -1, -1))
-        else:
+        elif name == "sdxl":
             assert torch.equal(y, extra["y"].expand(2, -1))
         with torch.no_grad(), zoo.sdpa_attention():
             with hd.apply_hidiffusion(ldm, settings, progress=lambda clock=clock: clock, seed=seed):

@@ -1,9 +1,9 @@
 """The HiDiffusion node on other model families (issue 18), through the fake ComfyUI's KSampler path
 (a125cd84): a 9-channel SD 1.5 inpainting UNet fed ``c_concat`` (mask + masked latent, concatenated
 to the input by BaseModel._apply_model, comfy/model_base.py:166-171, as BaseModel.concat_cond builds
-it for ``concat_keys = ("mask", "masked_image")``, :212-256 and :340) and an SD 2.x-layout UNet (linear
-projections) and an SDXL-layout UNet fed the adm vector ``y`` (SDXL.encode_adm, :460-476, reaching the UNet's label_emb through the extra conds,
-:186-199). Every UNet call must equal the A1111 path's (the core's block hooks on the ldm UNet with
+it for ``concat_keys = ("mask", "masked_image")``, :212-256 and :340), an SD 2.x-layout UNet (linear
+projections) and an SDXL-layout UNet fed the adm vector ``y`` (SDXL.encode_adm, :460-476, reaching
+the UNet's label_emb through the extra conds, :186-199). Every UNet call must equal the A1111 path's (the core's block hooks on the ldm UNet with
 the same weights, settings, clock and seed), RAU-Net must have acted, and nothing may be left."""
 
 from __future__ import annotations

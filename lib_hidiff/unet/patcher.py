@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .control_dict import copy_control, fit_input_block, fit_middle_block
 from .layout import UNetLayout, inspect_unet
 from .mswmsa import Windowing, plan_windows, shift_for, window_partition, window_reverse
 from .presets import HiDiffusionSettings, SettingsError, row_for
@@ -292,7 +293,7 @@ class Installation:
         control = _arg(args, kwargs, sinks.position, sinks.arg)
         if not isinstance(control, dict):
             return None
-        own = {k: list(v) if isinstance(v, list) else v for k, v in control.items()}
+        own = copy_control(control)
         self._control = own
         if sinks.arg in kwargs or len(args) <= sinks.position:
             return args, {**kwargs, sinks.arg: own}
@@ -468,29 +469,15 @@ class Installation:
         n_blocks = self.layout.n_blocks
 
         def fit_control(module: nn.Module, args: tuple, out: Any) -> None:
-            control = self._control
-            if control is None or self.call is None:
-                return None
-            h = _first_tensor(out)
-            inputs = control.get("input")
-            if isinstance(inputs, list) and inputs:  # the entry added to this map right now
-                inputs[-1] = _fit_entry(inputs[-1], h)
-            outputs = control.get("output")
-            if isinstance(outputs, list):  # the entry added to skip idx in the up path
-                k = idx - (n_blocks - len(outputs))
-                if 0 <= k < len(outputs):
-                    outputs[k] = _fit_entry(outputs[k], h)
+            if self._control is not None and self.call is not None:
+                fit_input_block(self._control, idx, n_blocks, _first_tensor(out))
             return None
 
         return fit_control
 
     def _fit_middle_control(self, module: nn.Module, args: tuple, out: Any) -> None:
-        control = self._control
-        if control is None or self.call is None:
-            return None
-        middle = control.get("middle")
-        if isinstance(middle, list) and middle:
-            middle[-1] = _fit_entry(middle[-1], _first_tensor(out))
+        if self._control is not None and self.call is not None:
+            fit_middle_block(self._control, _first_tensor(out))
         return None
 
     def _add_mid_residual(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor | None:
@@ -528,13 +515,6 @@ def _fit(residual: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """A ControlNet residual at the size of the feature it is added to (area-averaged when smaller)."""
     size = tuple(like.shape[-2:])
     return residual if tuple(residual.shape[-2:]) == size else resize(residual, size, "area")
-
-
-def _fit_entry(entry: Any, like: torch.Tensor) -> Any:
-    """A ``control`` dict entry fitted to its map; None and non-spatial entries as they are."""
-    if not torch.is_tensor(entry) or entry.dim() != like.dim() or entry.dim() < 3:
-        return entry
-    return _fit(entry, like)
 
 
 def installed(unet: nn.Module) -> Installation | None:

@@ -67,22 +67,28 @@ def _pass(pipe, image, steps, strength, seed=0, embeds=None, **kwargs):
     ).images
 
 
+def _invert_and_back(pipe, image, steps, strength, iterations, embeds):
+    """Invert `image`, then run the img2img pass from the inverted latent (inside an active cfgpp())."""
+    start = invert_cfgpp(
+        pipe,
+        image,
+        None,
+        num_inference_steps=steps,
+        strength=strength,
+        iterations=iterations,
+        guidance_scale=W,
+        **embeds,
+    )
+    with start_from(pipe, start):
+        back = _pass(pipe, image, steps, strength, embeds=embeds)
+    return start, back
+
+
 def _round_trip(pipe, sampler, image, steps, strength, iterations, prediction="epsilon", embeds=None):
     pipe.scheduler = pipes.scheduler(prediction_type=prediction)
     embeds = embeds or _embeds()
     with cfgpp(pipe, sampler, LAM):
-        start = invert_cfgpp(
-            pipe,
-            image,
-            None,
-            num_inference_steps=steps,
-            strength=strength,
-            iterations=iterations,
-            guidance_scale=W,
-            **embeds,
-        )
-        with start_from(pipe, start):
-            back = _pass(pipe, image, steps, strength, embeds=embeds)
+        start, back = _invert_and_back(pipe, image, steps, strength, iterations, embeds)
         plain = _pass(pipe, image, steps, strength, embeds=embeds)
     return start, back, plain
 
@@ -105,18 +111,7 @@ def test_equals_core_inversion_and_kdiffusion_pass(pipe, sampler, strength, pred
     image, steps, iterations = pipes.latents(seed=7), 8, 2
     pipe.scheduler = pipes.scheduler(prediction_type=prediction, **config)
     with cfgpp(pipe, sampler, LAM):
-        start = invert_cfgpp(
-            pipe,
-            image,
-            None,
-            num_inference_steps=steps,
-            strength=strength,
-            iterations=iterations,
-            guidance_scale=W,
-            **_embeds(),
-        )
-        with start_from(pipe, start):
-            back = _pass(pipe, image, steps, strength)
+        start, back = _invert_and_back(pipe, image, steps, strength, iterations, _embeds())
     pipe.scheduler = pipes.scheduler(prediction_type=prediction, **config)
     with cfgpp(pipe, sampler, LAM) as sched:
         sched.set_timesteps(steps)
